@@ -1,0 +1,57 @@
+# Jeffrey OS dream infrastructure. `make run` starts everything; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run dev test test-unit test-integration test-e2e lint format token migrate compose-config clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml scripts/bootstrap.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
+	@touch $(STAMP)
+
+venv: $(STAMP) ## Create/update .venv
+
+run: $(STAMP) ## Start the embedded stack: Redis, SQLite, api, worker, beat, flower (Ctrl-C stops)
+	$(BIN)/jeffrey stack up
+
+dev: $(STAMP) ## Same as run, with API and workers reloading on code changes
+	$(BIN)/jeffrey stack up --reload
+
+test: $(STAMP) lint ## Lint, then the whole test suite (unit, integration, e2e)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP) ## Only the unit tests
+	$(BIN)/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: $(STAMP) ## Only the integration tests (real Redis, database, workers)
+	$(BIN)/pytest -m integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP) ## Only the end-to-end tests (the embedded stack over HTTP)
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+token: $(STAMP) ## Mint an admin token for USER (default admin) with the secrets in .env or var/
+	@$(BIN)/jeffrey token create --user $${USER_ID:-admin} --scope admin --scope memories
+
+migrate: $(STAMP) ## Apply database migrations to DATABASE_URL
+	$(BIN)/jeffrey migrate
+
+compose-config: $(STAMP) ## Validate compose.yaml with a real Compose v2 implementation
+	COMPOSE_FILE=compose.yaml $(BIN)/docker-compose --env-file .env.example config --quiet
+
+clean: ## Remove the venv and caches (keeps var/, your data)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The HTTP gateway: validates, stores, enqueues. It never imports jeffrey_worker."""

@@ -1,0 +1,40 @@
+"""Open endpoints for orchestrators and Prometheus: /healthz, /readyz, /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from jeffrey_api.deps import StateDep
+from jeffrey_api.errors import RETRY_AFTER_SECONDS, error_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers (no dependency is checked)")
+async def healthz() -> dict[str, Any]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: Redis and database answer; workers reported as up/down without failing",
+    responses={503: {"description": "a required check failed; the error details name it"}},
+)
+async def readyz(state: StateDep) -> JSONResponse:
+    report, cached = await state.readiness.report()
+    body = report.as_dict(cached)
+    if report.ready:
+        return JSONResponse(body)
+    failing = ", ".join(report.failing)
+    return error_response(
+        503, "not_ready", f"not ready: {failing} unreachable", body, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
+async def metrics(state: StateDep) -> Response:
+    return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,135 @@
+"""/api/v1/memories: store, list, read and delete a user's memories."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+
+from jeffrey_api import idempotency
+from jeffrey_api.deps import MemoriesPrincipalDep, SessionDep, SettingsDep, acting_user
+from jeffrey_api.errors import ApiError
+from jeffrey_api.schemas import (
+    EmotionLabel,
+    MemoryBatchCreate,
+    MemoryBatchOut,
+    MemoryOut,
+    MemoryPage,
+    MemoryPostBody,
+)
+from jeffrey_core.store import memories as repo
+
+router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
+
+UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=128, description="Admins only: act for this user.")]
+
+
+def _not_found(memory_id: str) -> ApiError:
+    return ApiError(404, "memory_not_found", f"memory {memory_id} does not exist", {"id": memory_id})
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=MemoryOut | MemoryBatchOut,
+    summary="Store one memory, or a batch of up to 500",
+    responses={409: {"description": "Idempotency-Key reused with another body"}},
+)
+def create_memories(
+    request: Request,
+    body: Annotated[MemoryPostBody, Body()],
+    principal: MemoriesPrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    user_id: UserIdQuery = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    owner = acting_user(principal, user_id)
+    key = idempotency.validate_key(idempotency_key)
+    is_batch = isinstance(body, MemoryBatchCreate)
+    items = body.memories if isinstance(body, MemoryBatchCreate) else [body]
+    fingerprint = idempotency.request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+
+    if key is not None:
+        replay = _replay(session, owner, key, fingerprint)
+        if replay is not None:
+            return replay
+
+    new = [repo.NewMemory(text=i.text, meta=i.meta, created_at=i.created_at) for i in items]
+    rows = repo.add_memories(session, owner, new)
+    outs = [MemoryOut.from_row(r) for r in rows]
+    payload: dict[str, Any] = jsonable_encoder(MemoryBatchOut(items=outs) if is_batch else outs[0])
+    if key is not None:
+        repo.save_idempotent_response(
+            session, owner, key, fingerprint, 201, payload, settings.api.idempotency_ttl_seconds
+        )
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another request with the same key committed first: answer as that one did.
+        session.rollback()
+        if key is None:
+            raise
+        replay = _replay(session, owner, key, fingerprint)
+        if replay is None:
+            raise
+        return replay
+    return JSONResponse(payload, status_code=201)
+
+
+def _replay(session: SessionDep, owner: str, key: str, fingerprint: str) -> JSONResponse | None:
+    stored = repo.find_idempotent_response(session, owner, key)
+    if stored is None:
+        return None
+    if stored.request_hash != fingerprint:
+        raise idempotency.conflict()
+    return JSONResponse(stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
+
+
+@router.get("", response_model=MemoryPage, summary="List memories, newest first (cursor pagination)")
+def list_memories(
+    principal: MemoriesPrincipalDep,
+    session: SessionDep,
+    user_id: UserIdQuery = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    since: Annotated[datetime | None, Query(description="created_at >= since")] = None,
+    until: Annotated[datetime | None, Query(description="created_at < until")] = None,
+    consolidated: bool | None = None,
+    emotion: EmotionLabel | None = None,
+) -> MemoryPage:
+    owner = acting_user(principal, user_id)
+    try:
+        after = repo.Cursor.decode(cursor) if cursor else None
+    except repo.InvalidCursorError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+    filters = repo.MemoryFilter(since=since, until=until, consolidated=consolidated, emotion=emotion)
+    rows, next_cursor = repo.list_memories(session, owner, filters, limit, after)
+    return MemoryPage(
+        items=[MemoryOut.from_row(r) for r in rows], next_cursor=next_cursor.encode() if next_cursor else None
+    )
+
+
+@router.get("/{memory_id}", response_model=MemoryOut, summary="One memory")
+def get_memory(
+    memory_id: str, principal: MemoriesPrincipalDep, session: SessionDep, user_id: UserIdQuery = None
+) -> MemoryOut:
+    row = repo.get_memory(session, acting_user(principal, user_id), memory_id)
+    if row is None:
+        raise _not_found(memory_id)
+    return MemoryOut.from_row(row)
+
+
+@router.delete("/{memory_id}", status_code=204, summary="Delete one memory")
+def delete_memory(
+    memory_id: str, principal: MemoriesPrincipalDep, session: SessionDep, user_id: UserIdQuery = None
+) -> Response:
+    deleted = repo.delete_memory(session, acting_user(principal, user_id), memory_id)
+    if not deleted:
+        raise _not_found(memory_id)
+    session.commit()
+    return Response(status_code=204)

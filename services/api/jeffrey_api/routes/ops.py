@@ -1,0 +1,42 @@
+"""Operator endpoints (admin scope)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from fastapi import APIRouter
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from jeffrey_api.deps import AdminDep, StateDep
+from jeffrey_api.errors import ApiError, unavailable
+from jeffrey_api.schemas import EchoRequest
+from jeffrey_core.contract import TaskName, echo_payload, queue_for
+
+router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
+
+
+@router.post(
+    "/echo",
+    summary="Round trip through the broker: a worker answers with its name and clock",
+    responses={503: {"description": "broker unreachable"}, 504: {"description": "no worker answered in time"}},
+)
+async def echo(body: EchoRequest, state: StateDep, _: AdminDep) -> dict[str, Any]:
+    name = TaskName.SYSTEM_ECHO.value
+
+    def round_trip() -> dict[str, Any]:
+        result = state.celery.send_task(name, kwargs=echo_payload(body.message), queue=queue_for(name).value)
+        try:
+            value: dict[str, Any] = result.get(timeout=body.timeout, propagate=True)
+            return value
+        finally:
+            result.forget()
+
+    try:
+        return await anyio.to_thread.run_sync(round_trip)
+    except CeleryTimeoutError as exc:
+        raise ApiError(504, "worker_timeout", f"no worker answered within {body.timeout:g}s") from exc
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        raise unavailable("broker_unavailable", "the broker (Redis) is not reachable; retry later") from exc

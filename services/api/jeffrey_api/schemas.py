@@ -1,0 +1,126 @@
+"""Request and response bodies of the public API."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+
+from jeffrey_core.store.models import Memory
+
+MAX_TEXT_CHARS = 5000
+MAX_BATCH = 500
+MAX_META_BYTES = 16 * 1024
+
+
+class MemoryCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What the user lived or said.")
+    meta: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object, up to 16 KiB.")
+    created_at: datetime | None = Field(None, description="When it happened (ISO 8601; naive means UTC).")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _small_meta(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, default=str)) > MAX_META_BYTES:
+            raise ValueError(f"meta must serialise to at most {MAX_META_BYTES} bytes")
+        return value
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class MemoryBatchCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    memories: list[MemoryCreate] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def _body_kind(value: Any) -> str:
+    return "batch" if isinstance(value, dict) and "memories" in value else "single"
+
+
+MemoryPostBody = Annotated[
+    Annotated[MemoryCreate, Tag("single")] | Annotated[MemoryBatchCreate, Tag("batch")],
+    Discriminator(_body_kind),
+]
+
+
+class EmotionOut(BaseModel):
+    label: str | None = None
+    fine_label: str | None = None
+    confidence: float | None = None
+    scores: dict[str, float] | None = None
+    method: str | None = None
+    model_version: str | None = None
+
+
+class MemoryOut(BaseModel):
+    id: str
+    user_id: str
+    text: str
+    lang: str | None
+    created_at: datetime
+    ingested_at: datetime
+    meta: dict[str, Any]
+    emotion: EmotionOut | None
+    consolidated_at: datetime | None
+    dream_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Memory) -> MemoryOut:
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            text=row.text,
+            lang=row.lang,
+            created_at=row.created_at,
+            ingested_at=row.ingested_at,
+            meta=row.meta or {},
+            emotion=EmotionOut(**row.emotion) if row.emotion else None,
+            consolidated_at=row.consolidated_at,
+            dream_id=row.dream_id,
+        )
+
+
+class MemoryBatchOut(BaseModel):
+    items: list[MemoryOut]
+
+
+class MemoryPage(BaseModel):
+    items: list[MemoryOut]
+    next_cursor: str | None
+
+
+EmotionLabel = Literal["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+
+
+class EchoRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field("ping", min_length=1, max_length=200)
+    timeout: float = Field(5.0, gt=0, le=30)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,1 @@
+"""Celery Beat: the schedule, with a Redis lock so a second beat never double-fires."""

@@ -1,0 +1,1 @@
+"""Celery workers: emotion annotation, dream consolidation, system tasks."""

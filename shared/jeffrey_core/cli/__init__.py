@@ -1,0 +1,1 @@
+"""The `jeffrey` command line."""

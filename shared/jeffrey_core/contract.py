@@ -1,0 +1,53 @@
+"""The task contract shared by the API, the workers and beat: queue names, task names, routes.
+
+The API sends tasks by name from here and never imports `jeffrey_worker`.
+Messages carry ids and small JSON, never objects.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class Queue(StrEnum):
+    DREAM = "dream"
+    EMOTION = "emotion"
+    DEFAULT = "default"
+    # Nothing consumes it by default: tasks that failed for good wait there for an operator.
+    DEAD_LETTER = "dead_letter"
+
+
+# Queues a worker consumes unless told otherwise.
+WORKER_QUEUES: tuple[Queue, ...] = (Queue.DREAM, Queue.EMOTION, Queue.DEFAULT)
+
+
+class TaskName(StrEnum):
+    # Answers with the worker's identity and clock: a real round trip through broker and backend.
+    SYSTEM_ECHO = "jeffrey.system.echo"
+    # Beat's own liveness: writes a timestamp (with a TTL) that /readyz and ops tools read.
+    BEAT_HEARTBEAT = "jeffrey.system.beat_heartbeat"
+
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    TaskName.SYSTEM_ECHO.value: {"queue": Queue.DEFAULT.value},
+    TaskName.BEAT_HEARTBEAT.value: {"queue": Queue.DEFAULT.value},
+    # Future task families are routed by prefix so a new task cannot land on the wrong queue.
+    "jeffrey.dream.*": {"queue": Queue.DREAM.value},
+    "jeffrey.emotion.*": {"queue": Queue.EMOTION.value},
+}
+
+
+def queue_for(task_name: str) -> Queue:
+    """The queue a task name is routed to (default when no route matches)."""
+    if task_name in TASK_ROUTES:
+        return Queue(TASK_ROUTES[task_name]["queue"])
+    for pattern, route in TASK_ROUTES.items():
+        if pattern.endswith(".*") and task_name.startswith(pattern[:-1]):
+            return Queue(route["queue"])
+    return Queue.DEFAULT
+
+
+def echo_payload(message: str) -> dict[str, Any]:
+    """The payload of SYSTEM_ECHO: a short string the worker sends back."""
+    return {"message": message[:200]}

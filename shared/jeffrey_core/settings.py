@@ -1,0 +1,206 @@
+"""Settings for every Jeffrey service: one pydantic-settings tree, read from the environment and `.env`.
+
+Variable names follow the seed README where it named them (REDIS_URL, REDIS_PASSWORD,
+JEFFREY_SECRET_KEY, SECURITY_MODE, LOG_LEVEL, GF_SECURITY_ADMIN_PASSWORD); `.env.example`
+documents all of them. Nothing here is read at import: call `get_settings()`.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+
+# Values that mean "somebody forgot to set this"; compared case-insensitively, substrings included.
+PLACEHOLDER_MARKERS = (
+    "changethis",
+    "change-me",
+    "change_me",
+    "changeme",
+    "placeholder",
+    "your_secret",
+    "your-secret",
+    "secret_key_here",
+    "example",
+    "xxxxxxxx",
+    "jeffrey2024secure",
+    "jeffrey_redis_secure_2024",
+)
+
+
+class _Section(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+
+class SecuritySettings(_Section):
+    mode: Literal["dev", "prod"] = Field("dev", validation_alias="SECURITY_MODE")
+    secret_key: SecretStr | None = Field(None, validation_alias="JEFFREY_SECRET_KEY")
+    token_ttl_seconds: int = Field(30 * 24 * 3600, gt=0, validation_alias="JEFFREY_TOKEN_TTL_SECONDS")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"],
+        validation_alias="CORS_ORIGINS",
+    )
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class RedisSettings(_Section):
+    url: str = Field("redis://127.0.0.1:6379/0", validation_alias="REDIS_URL")
+    password: SecretStr | None = Field(None, validation_alias="REDIS_PASSWORD")
+    connect_timeout: float = Field(1.0, gt=0, validation_alias="REDIS_CONNECT_TIMEOUT")
+    socket_timeout: float = Field(2.0, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT")
+    key_prefix: str = Field("jeffrey", min_length=1, validation_alias="REDIS_KEY_PREFIX")
+
+    def dsn(self) -> str:
+        """REDIS_URL with REDIS_PASSWORD filled in when the URL carries none."""
+        return with_password(self.url, self.password.get_secret_value() if self.password else None)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field("sqlite:///var/jeffrey.db", validation_alias="DATABASE_URL")
+    connect_timeout: float = Field(3.0, gt=0, validation_alias="DATABASE_CONNECT_TIMEOUT")
+    pool_size: int = Field(5, ge=1, validation_alias="DATABASE_POOL_SIZE")
+
+    @field_validator("url")
+    @classmethod
+    def _normalise_driver(cls, value: str) -> str:
+        # Compose users write postgresql://; we ship psycopg 3, so name it for SQLAlchemy.
+        for prefix in ("postgresql://", "postgres://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+
+class CelerySettings(_Section):
+    result_expires: int = Field(3600, gt=0, validation_alias="CELERY_RESULT_EXPIRES")
+    task_soft_time_limit: int = Field(50, gt=0, validation_alias="CELERY_TASK_SOFT_TIME_LIMIT")
+    task_time_limit: int = Field(60, gt=0, validation_alias="CELERY_TASK_TIME_LIMIT")
+    visibility_timeout: int = Field(300, gt=0, validation_alias="CELERY_VISIBILITY_TIMEOUT")
+    worker_concurrency: int | None = Field(None, ge=1, validation_alias="CELERY_WORKER_CONCURRENCY")
+    beat_heartbeat_seconds: float = Field(30.0, gt=0, validation_alias="BEAT_HEARTBEAT_SECONDS")
+
+    @model_validator(mode="after")
+    def _limits_are_consistent(self) -> CelerySettings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT")
+        # Redis redelivers any unacknowledged message after the visibility timeout: with acks_late
+        # a task still running at that point would run twice.
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ValueError("CELERY_VISIBILITY_TIMEOUT must be above CELERY_TASK_TIME_LIMIT")
+        return self
+
+
+class FlowerSettings(_Section):
+    basic_auth: SecretStr | None = Field(None, validation_alias="FLOWER_BASIC_AUTH")
+    port: int = Field(5555, ge=1, le=65535, validation_alias="FLOWER_PORT")
+
+
+class ApiSettings(_Section):
+    readiness_cache_seconds: float = Field(3.0, ge=0, validation_alias="READINESS_CACHE_SECONDS")
+    worker_ping_timeout: float = Field(1.0, gt=0, validation_alias="WORKER_PING_TIMEOUT")
+    idempotency_ttl_seconds: int = Field(24 * 3600, gt=0, validation_alias="IDEMPOTENCY_TTL_SECONDS")
+
+
+class ObservabilitySettings(_Section):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias="LOG_LEVEL"
+    )
+    log_format: Literal["json", "text"] = Field("json", validation_alias="LOG_FORMAT")
+    grafana_admin_password: SecretStr | None = Field(None, validation_alias="GF_SECURITY_ADMIN_PASSWORD")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class Settings(BaseModel):
+    """The root of the tree; each section reads its own variables (the root reads none)."""
+
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @model_validator(mode="after")
+    def _production_guard(self) -> Settings:
+        if self.security.mode == "prod":
+            problems = production_problems(self)
+            if problems:
+                raise ValueError("SECURITY_MODE=prod refuses to start: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_prod(self) -> bool:
+        return self.security.mode == "prod"
+
+    def require_secret_key(self) -> str:
+        """The JWT signing key; a clear error rather than signing with nothing."""
+        if self.security.secret_key is None or not self.security.secret_key.get_secret_value():
+            raise RuntimeError("JEFFREY_SECRET_KEY is not set; see .env.example")
+        return self.security.secret_key.get_secret_value()
+
+
+def weak_secret_reason(value: str | None) -> str | None:
+    """Why a secret is unfit for production, or None when it is fine."""
+    if not value:
+        return "is missing"
+    lowered = value.lower()
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+        return "is a placeholder"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every reason the settings are unsafe for SECURITY_MODE=prod, each naming its variable."""
+    problems: list[str] = []
+
+    def check(name: str, secret: SecretStr | None) -> None:
+        reason = weak_secret_reason(secret.get_secret_value() if secret else None)
+        if reason:
+            problems.append(f"{name} {reason}")
+
+    check("JEFFREY_SECRET_KEY", settings.security.secret_key)
+    check("REDIS_PASSWORD", settings.redis.password or _password_in_url(settings.redis.url))
+    flower = settings.flower.basic_auth.get_secret_value() if settings.flower.basic_auth else ""
+    check("FLOWER_BASIC_AUTH (password part)", SecretStr(flower.partition(":")[2]) if flower else None)
+    if "*" in settings.security.cors_origins:
+        problems.append("CORS_ORIGINS must not allow '*'")
+    return problems
+
+
+def _password_in_url(url: str) -> SecretStr | None:
+    password = urlsplit(url).password
+    return SecretStr(password) if password else None
+
+
+def with_password(url: str, password: str | None) -> str:
+    """Put `password` into a redis:// URL that has none."""
+    parts = urlsplit(url)
+    if not password or parts.password:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once on first use."""
+    return Settings()

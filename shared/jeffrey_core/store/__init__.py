@@ -1,0 +1,1 @@
+"""The durable memory store: SQLAlchemy models, engine, repository and Alembic migrations."""

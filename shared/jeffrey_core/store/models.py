@@ -1,0 +1,84 @@
+"""SQLAlchemy 2.x models. Times are stored as naive UTC and come back timezone-aware."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Same column type on SQLite and PostgreSQL: naive UTC in the database, aware UTC in Python."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Memory(Base):
+    """A short text a user lived or said; annotated by the emotion model, consolidated into dreams."""
+
+    __tablename__ = "memories"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    lang: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    # Emotion annotation: label kept in its own column so it can be filtered and indexed;
+    # the rest (confidence, scores, method, model_version) lives in `emotion`.
+    emotion_label: Mapped[str | None] = mapped_column(String(32))
+    emotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    consolidated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    consolidation_run_id: Mapped[str | None] = mapped_column(String(36))
+    dream_id: Mapped[str | None] = mapped_column(String(36))
+    # float32 vector bytes, filled by the DreamEngine; model name recorded beside it.
+    embedding: Mapped[bytes | None] = mapped_column(LargeBinary)
+    embedding_model: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_memories_user_created", "user_id", "created_at", "id"),
+        Index("ix_memories_user_consolidated", "user_id", "consolidated_at"),
+        Index("ix_memories_user_emotion", "user_id", "emotion_label"),
+    )
+
+
+class IdempotencyKey(Base):
+    """The stored answer to a POST sent with an Idempotency-Key, written in the same transaction as its effect."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
