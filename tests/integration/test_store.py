@@ -1,0 +1,149 @@
+"""The memory repository on a real SQLite file and a real PostgreSQL database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from jeffrey_core.settings import DatabaseSettings
+from jeffrey_core.store import memories as repo
+from jeffrey_core.store.engine import create_db_engine, create_session_factory, ping
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def session(database_url: str):  # type: ignore[no-untyped-def]
+    engine = create_db_engine(DatabaseSettings(DATABASE_URL=database_url))
+    with create_session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def _add(session: Session, user: str, count: int, start: datetime = T0) -> list[str]:
+    rows = repo.add_memories(
+        session,
+        user,
+        [repo.NewMemory(text=f"memory {i}", meta={"i": i}, created_at=start + timedelta(minutes=i)) for i in range(count)],
+    )
+    session.commit()
+    return [r.id for r in rows]
+
+
+def test_migrations_create_the_schema(database_url: str) -> None:
+    engine = create_db_engine(DatabaseSettings(DATABASE_URL=database_url))
+    ping(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {"memories", "idempotency_keys", "alembic_version"} <= tables
+    columns = {c["name"] for c in inspect(engine).get_columns("memories")}
+    assert {"embedding", "emotion", "consolidated_at", "dream_id", "lang", "meta"} <= columns
+    engine.dispose()
+
+
+def test_pages_walk_every_memory_once_newest_first(session: Session, user_id: str) -> None:
+    ids = _add(session, user_id, 7)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = repo.list_memories(session, user_id, repo.MemoryFilter(), 3, cursor)
+        seen += [m.id for m in page]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))
+
+
+def test_equal_timestamps_are_paginated_by_id(session: Session, user_id: str) -> None:
+    rows = repo.add_memories(session, user_id, [repo.NewMemory(text=f"t{i}", meta={}, created_at=T0) for i in range(5)])
+    session.commit()
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = repo.list_memories(session, user_id, repo.MemoryFilter(), 2, cursor)
+        seen += [m.id for m in page]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(r.id for r in rows) and len(seen) == 5
+
+
+def test_times_come_back_in_utc(session: Session, user_id: str) -> None:
+    paris = datetime(2026, 3, 1, 13, 0, tzinfo=UTC).astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    (memory_id,) = [
+        r.id for r in repo.add_memories(session, user_id, [repo.NewMemory(text="x", meta={}, created_at=paris)])
+    ]
+    session.commit()
+    session.expire_all()
+    row = repo.get_memory(session, user_id, memory_id)
+    assert row is not None and row.created_at == datetime(2026, 3, 1, 13, 0, tzinfo=UTC)
+    assert row.created_at.tzinfo is not None
+
+
+def test_filters(session: Session, user_id: str) -> None:
+    ids = _add(session, user_id, 4)
+    first = repo.get_memory(session, user_id, ids[0])
+    assert first is not None
+    first.consolidated_at = T0
+    first.emotion_label = "joy"
+    session.commit()
+
+    def listed(**kw: object) -> set[str]:
+        page, _ = repo.list_memories(session, user_id, repo.MemoryFilter(**kw), 50)  # type: ignore[arg-type]
+        return {m.id for m in page}
+
+    assert listed(consolidated=True) == {ids[0]}
+    assert listed(consolidated=False) == set(ids[1:])
+    assert listed(emotion="joy") == {ids[0]}
+    assert listed(since=T0 + timedelta(minutes=2)) == set(ids[2:])
+    assert listed(until=T0 + timedelta(minutes=2)) == set(ids[:2])
+
+
+def test_users_never_see_or_delete_each_others_memories(session: Session, user_id: str) -> None:
+    (mine,) = _add(session, user_id, 1)
+    other = user_id + "-other"
+    assert repo.get_memory(session, other, mine) is None
+    assert repo.delete_memory(session, other, mine) is False
+    assert repo.list_memories(session, other, repo.MemoryFilter(), 50)[0] == []
+    assert repo.delete_memory(session, user_id, mine) is True
+    session.commit()
+    assert repo.get_memory(session, user_id, mine) is None
+
+
+def test_idempotency_key_is_unique_per_user(session: Session, user_id: str) -> None:
+    repo.save_idempotent_response(session, user_id, "k1", "h", 201, {"id": "a"}, 60)
+    session.commit()
+    stored = repo.find_idempotent_response(session, user_id, "k1")
+    assert stored is not None and stored.response == {"id": "a"}
+    repo.save_idempotent_response(session, user_id + "-b", "k1", "h", 201, {"id": "b"}, 60)
+    session.commit()
+    session.expunge_all()
+    with pytest.raises(IntegrityError):
+        repo.save_idempotent_response(session, user_id, "k1", "h2", 201, {"id": "c"}, 60)
+        session.commit()
+    session.rollback()
+
+
+def test_expired_idempotency_keys_are_forgotten(session: Session, user_id: str) -> None:
+    repo.save_idempotent_response(session, user_id, "old", "h", 201, {}, 60)
+    session.commit()
+    stored = repo.find_idempotent_response(session, user_id, "old")
+    assert stored is not None
+    stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    session.commit()
+    assert repo.find_idempotent_response(session, user_id, "old") is None
+    session.commit()
+    repo.save_idempotent_response(session, user_id, "older", "h", 201, {}, 60)
+    repo.save_idempotent_response(session, user_id, "fresh", "h", 201, {}, 60)
+    session.commit()
+    older = repo.find_idempotent_response(session, user_id, "older")
+    assert older is not None
+    older.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+    session.commit()
+    assert repo.purge_expired_idempotency_keys(session) >= 1
+    session.commit()
+    session.expunge_all()
+    assert repo.find_idempotent_response(session, user_id, "older") is None
+    assert repo.find_idempotent_response(session, user_id, "fresh") is not None

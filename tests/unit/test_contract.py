@@ -1,0 +1,33 @@
+"""The task contract and the Celery configuration built from settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from jeffrey_core.celery_factory import create_celery
+from jeffrey_core.contract import TASK_ROUTES, Queue, TaskName, queue_for
+from jeffrey_core.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+def test_every_named_task_has_a_route() -> None:
+    for name in TaskName:
+        assert name.value in TASK_ROUTES
+
+
+def test_prefix_routes_send_families_to_their_queue() -> None:
+    assert queue_for("jeffrey.dream.consolidate_batch") is Queue.DREAM
+    assert queue_for("jeffrey.emotion.annotate") is Queue.EMOTION
+    assert queue_for("jeffrey.unknown") is Queue.DEFAULT
+
+
+def test_celery_config_is_safe_by_construction() -> None:
+    conf = create_celery(Settings()).conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    assert conf.result_expires > 0
+    assert conf.worker_send_task_events and conf.task_send_sent_event
+    assert {q.name for q in conf.task_queues} == {"dream", "emotion", "default", "dead_letter"}
