@@ -51,7 +51,7 @@ migrate: $(STAMP) ## Apply database migrations to DATABASE_URL
 	$(BIN)/jeffrey migrate
 
 compose-config: $(STAMP) ## Validate compose.yaml with a real Compose v2 implementation
-	COMPOSE_FILE=compose.yaml $(BIN)/docker-compose --env-file .env.example config --quiet
+	$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")') -f compose.yaml --env-file .env.example config --quiet && echo compose.yaml is valid
 
 clean: ## Remove the venv and caches (keeps var/, your data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -18,3 +18,7 @@ class RedisKeys:
     def redbeat_prefix(self) -> str:
         """celery-redbeat's schedule and lock keys (owned by redbeat)."""
         return f"{self.prefix}:redbeat:"
+
+    def redbeat_lock(self) -> str:
+        """Held by the beat that is scheduling; expires when it stops renewing (redbeat_lock_timeout)."""
+        return f"{self.redbeat_prefix()}:lock"

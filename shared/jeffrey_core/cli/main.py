@@ -13,10 +13,12 @@ from jeffrey_core.auth import Scope, mint_token
 app = typer.Typer(help="Jeffrey OS dream infrastructure.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+check_app = typer.Typer(help="Health checks for container orchestrators.", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded stack that `make run` starts.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
+app.add_typer(check_app, name="check")
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -71,6 +73,27 @@ def config_check() -> None:
     """Validate the settings; exits non-zero naming what is wrong (prod mode refuses weak secrets)."""
     settings = _settings()
     typer.echo(f"settings OK (SECURITY_MODE={settings.security.mode})", err=True)
+
+
+@check_app.command("beat")
+def check_beat() -> None:
+    """Exit 0 when a beat holds the scheduler lock in Redis (compose healthcheck of `beat`)."""
+    from jeffrey_core.redis_client import create_sync_redis
+    from jeffrey_core.redis_keys import RedisKeys
+
+    settings = _settings()
+    client = create_sync_redis(settings.redis)
+    try:
+        held = bool(client.exists(RedisKeys(settings.redis.key_prefix).redbeat_lock()))
+    except Exception as exc:
+        typer.echo(f"redis unreachable: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        client.close()
+    if not held:
+        typer.echo("no beat holds the scheduler lock", err=True)
+        raise typer.Exit(1)
+    typer.echo("beat holds the scheduler lock", err=True)
 
 
 @stack_app.command("up")

@@ -1,0 +1,18 @@
+# One image for every Python service (api, worker, beat, flower, migrate); the command picks the role.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+RUN pip install . \
+    && useradd --uid 10001 --create-home --shell /usr/sbin/nologin jeffrey
+
+USER jeffrey
+EXPOSE 8000 5555
+CMD ["uvicorn", "jeffrey_api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]

