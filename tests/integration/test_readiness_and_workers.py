@@ -14,7 +14,14 @@ import pytest
 
 from jeffrey_core.auth import mint_token
 from jeffrey_core.stack import free_port
-from tests.support.processes import RedisServer, ServiceProcess, eventually, service_env, start_api, start_worker
+from tests.support.processes import (
+    RedisServer,
+    ServiceProcess,
+    eventually,
+    service_env,
+    start_api,
+    start_worker,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,7 +47,9 @@ def api(env: dict[str, str], log_dir: Path) -> Iterator[str]:
     process.stop()
 
 
-def test_readyz_reports_workers_up_then_down_without_failing(api: str, env: dict[str, str], log_dir: Path) -> None:
+def test_readyz_reports_workers_up_then_down_without_failing(
+    api: str, env: dict[str, str], log_dir: Path
+) -> None:
     body = ready(api).json()
     assert body["status"] == "ready" and body["workers"] == "down"
     assert body["checks"]["redis"]["status"] == "ok" and body["checks"]["database"]["status"] == "ok"
@@ -83,7 +92,9 @@ def test_readyz_fails_fast_while_redis_is_down_and_recovers(
         down = ready(base)
         assert down.headers["retry-after"]
         details = down.json()["error"]["details"]
-        assert details["checks"]["redis"]["status"] == "fail" and details["checks"]["database"]["status"] == "ok"
+        assert (
+            details["checks"]["redis"]["status"] == "fail" and details["checks"]["database"]["status"] == "ok"
+        )
         own.start()
         eventually(lambda: ready(base).status_code == 200, 15, "readyz did not recover after Redis came back")
     finally:
@@ -103,7 +114,9 @@ def test_readyz_is_503_when_the_database_is_unreachable(redis_url: str, log_dir:
         assert error["code"] == "not_ready" and "database" in error["message"]
         assert error["details"]["checks"]["database"]["status"] == "fail"
         token = mint_token(service_env("", "")["JEFFREY_SECRET_KEY"], "u1", ["memories"], 60)
-        write = httpx.post(f"{base}/api/v1/memories", json={"text": "hi"}, headers={"Authorization": f"Bearer {token}"})
+        write = httpx.post(
+            f"{base}/api/v1/memories", json={"text": "hi"}, headers={"Authorization": f"Bearer {token}"}
+        )
         assert write.status_code == 503 and write.json()["error"]["code"] == "database_unavailable"
         assert write.headers["retry-after"]
     finally:
@@ -112,7 +125,9 @@ def test_readyz_is_503_when_the_database_is_unreachable(redis_url: str, log_dir:
 
 def test_echo_round_trip_through_a_real_worker(api: str, env: dict[str, str], log_dir: Path) -> None:
     admin = {"Authorization": f"Bearer {mint_token(env['JEFFREY_SECRET_KEY'], 'ops', ['admin'], 60)}"}
-    no_worker = httpx.post(f"{api}/api/v1/ops/echo", json={"message": "anyone?", "timeout": 1}, headers=admin, timeout=10)
+    no_worker = httpx.post(
+        f"{api}/api/v1/ops/echo", json={"message": "anyone?", "timeout": 1}, headers=admin, timeout=10
+    )
     assert no_worker.status_code == 504 and no_worker.json()["error"]["code"] == "worker_timeout"
 
     hostname = f"echo-{uuid.uuid4().hex[:6]}@localhost"
@@ -124,7 +139,19 @@ def test_echo_round_trip_through_a_real_worker(api: str, env: dict[str, str], lo
         assert response.json()["message"] == "hello" and response.json()["worker"] == hostname
 
         ping = subprocess.run(
-            [sys.executable, "-m", "celery", "-A", "jeffrey_worker.app", "inspect", "ping", "-d", hostname, "-t", "5"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "jeffrey_worker.app",
+                "inspect",
+                "ping",
+                "-d",
+                hostname,
+                "-t",
+                "5",
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -142,15 +169,23 @@ def test_two_beats_only_one_schedules(env: dict[str, str], log_dir: Path, redis_
     beats = [ServiceProcess(f"beat{i}", argv, beat_env, log_dir).start() for i in range(2)]
     try:
         eventually(
-            lambda: sum("Acquired lock" in b.output() for b in beats) == 1, 30, "no beat acquired the redbeat lock"
+            lambda: sum("Acquired lock" in b.output() for b in beats) == 1,
+            30,
+            "no beat acquired the redbeat lock",
         )
         leader = next(b for b in beats if "Acquired lock" in b.output())
         standby = next(b for b in beats if b is not leader)
-        eventually(lambda: leader.output().count("Sending due task beat-heartbeat") >= 3, 30, "leader is not scheduling")
+        eventually(
+            lambda: leader.output().count("Sending due task beat-heartbeat") >= 3,
+            30,
+            "leader is not scheduling",
+        )
         assert "Sending due task" not in standby.output()
         # Fail-over: when the leader dies, the standby takes the lock and schedules.
         leader.stop()
-        eventually(lambda: "Sending due task beat-heartbeat" in standby.output(), 60, "standby never took over")
+        eventually(
+            lambda: "Sending due task beat-heartbeat" in standby.output(), 60, "standby never took over"
+        )
     finally:
         for beat in beats:
             beat.stop()

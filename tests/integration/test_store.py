@@ -29,7 +29,10 @@ def _add(session: Session, user: str, count: int, start: datetime = T0) -> list[
     rows = repo.add_memories(
         session,
         user,
-        [repo.NewMemory(text=f"memory {i}", meta={"i": i}, created_at=start + timedelta(minutes=i)) for i in range(count)],
+        [
+            repo.NewMemory(text=f"memory {i}", meta={"i": i}, created_at=start + timedelta(minutes=i))
+            for i in range(count)
+        ],
     )
     session.commit()
     return [r.id for r in rows]
@@ -58,7 +61,9 @@ def test_pages_walk_every_memory_once_newest_first(session: Session, user_id: st
 
 
 def test_equal_timestamps_are_paginated_by_id(session: Session, user_id: str) -> None:
-    rows = repo.add_memories(session, user_id, [repo.NewMemory(text=f"t{i}", meta={}, created_at=T0) for i in range(5)])
+    rows = repo.add_memories(
+        session, user_id, [repo.NewMemory(text=f"t{i}", meta={}, created_at=T0) for i in range(5)]
+    )
     session.commit()
     seen: list[str] = []
     cursor = None
@@ -71,9 +76,12 @@ def test_equal_timestamps_are_paginated_by_id(session: Session, user_id: str) ->
 
 
 def test_times_come_back_in_utc(session: Session, user_id: str) -> None:
-    paris = datetime(2026, 3, 1, 13, 0, tzinfo=UTC).astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris"))
+    paris = datetime(2026, 3, 1, 13, 0, tzinfo=UTC).astimezone(
+        __import__("zoneinfo").ZoneInfo("Europe/Paris")
+    )
     (memory_id,) = [
-        r.id for r in repo.add_memories(session, user_id, [repo.NewMemory(text="x", meta={}, created_at=paris)])
+        r.id
+        for r in repo.add_memories(session, user_id, [repo.NewMemory(text="x", meta={}, created_at=paris)])
     ]
     session.commit()
     session.expire_all()

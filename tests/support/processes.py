@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 class ServiceProcess:
     """A child process started in its own session, with its output captured to a log file."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, stdin_text: str | None = None):
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, stdin_text: str | None = None
+    ):
         self.name = name
         self.argv = argv
         self.env = env
@@ -96,7 +98,9 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         config = f'port {self.port}\nbind 127.0.0.1\nrequirepass "{self.password}"\nsave ""\nappendonly no\n'
-        self.process = ServiceProcess("redis", [binary, "-"], dict(os.environ), self.log_dir, stdin_text=config)
+        self.process = ServiceProcess(
+            "redis", [binary, "-"], dict(os.environ), self.log_dir, stdin_text=config
+        )
         self.process.start()
         client = self.client()
         ok = wait_until(lambda: _pings(client), timeout=15)
@@ -106,7 +110,9 @@ class RedisServer:
         return self
 
     def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(port=self.port, password=self.password, db=db, socket_timeout=2, decode_responses=True)
+        return redis.Redis(
+            port=self.port, password=self.password, db=db, socket_timeout=2, decode_responses=True
+        )
 
     def stop(self) -> None:
         if self.process:
@@ -122,7 +128,9 @@ def _pings(client: redis.Redis) -> bool:
 
 def service_env(redis_url: str, database_url: str, **extra: str) -> dict[str, str]:
     """Environment for a Jeffrey process under test: its own Redis db, database and key prefix."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "CELERY_", "FLOWER_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DATABASE_", "CELERY_", "FLOWER_"))
+    }
     env.update(
         REDIS_URL=redis_url,
         DATABASE_URL=database_url,
@@ -152,10 +160,22 @@ def start_worker(env: dict[str, str], log_dir: Path, hostname: str, concurrency:
 
 def start_api(env: dict[str, str], log_dir: Path) -> tuple[ServiceProcess, str]:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", "jeffrey_api.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    api = ServiceProcess("api", argv + ["--no-access-log"], env, log_dir).start()
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "jeffrey_api.main:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    api = ServiceProcess("api", [*argv, "--no-access-log"], env, log_dir).start()
     base = f"http://127.0.0.1:{port}"
-    if not wait_until(lambda: _healthy(base) or not api.running(), timeout=60, interval=0.1) or not api.running():
+    if (
+        not wait_until(lambda: _healthy(base) or not api.running(), timeout=60, interval=0.1)
+        or not api.running()
+    ):
         api.stop()
         raise RuntimeError(f"api did not start: {api.output()[-3000:]}")
     return api, base

@@ -62,7 +62,9 @@ def test_only_the_front_services_publish_ports(config: dict[str, Any]) -> None:
     published = {
         name: {int(p["published"]) for p in svc.get("ports", [])} for name, svc in config["services"].items()
     }
-    assert {name: ports for name, ports in published.items() if ports} == {k: {v} for k, v in PUBLISHED.items()}
+    assert {name: ports for name, ports in published.items() if ports} == {
+        k: {v} for k, v in PUBLISHED.items()
+    }
     assert config["networks"]["backend"]["internal"] is True
 
 

@@ -96,7 +96,9 @@ def test_prod_accepts_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
         ("CORS_ORIGINS", "*", "CORS_ORIGINS must not allow '*'"),
     ],
 )
-def test_prod_refuses_weak_settings(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str) -> None:
+def test_prod_refuses_weak_settings(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
     _prod_env(monkeypatch, **{variable: value})
     with pytest.raises(ValidationError) as excinfo:
         Settings()

@@ -43,9 +43,13 @@ def get_principal(request: Request, settings: SettingsDep) -> Principal:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
-        raise ApiError(401, "unauthorized", "missing Authorization: Bearer <token> header", headers=_BEARER_HINT)
+        raise ApiError(
+            401, "unauthorized", "missing Authorization: Bearer <token> header", headers=_BEARER_HINT
+        )
     if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(401, "unauthorized", "Authorization header must be 'Bearer <token>'", headers=_BEARER_HINT)
+        raise ApiError(
+            401, "unauthorized", "Authorization header must be 'Bearer <token>'", headers=_BEARER_HINT
+        )
     try:
         return verify_token(settings.require_secret_key(), token.strip())
     except TokenError as exc:

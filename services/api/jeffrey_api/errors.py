@@ -101,7 +101,10 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
 async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc.__class__.__name__)
     return error_response(
-        503, "redis_unavailable", "Redis is not reachable; retry later", headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        503,
+        "redis_unavailable",
+        "Redis is not reachable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -21,7 +21,9 @@ def validate_key(key: str | None) -> str | None:
     if key is None:
         return None
     if not _KEY_PATTERN.match(key):
-        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters")
+        raise ApiError(
+            422, "invalid_idempotency_key", "Idempotency-Key must be 1-255 printable ASCII characters"
+        )
     return key
 
 

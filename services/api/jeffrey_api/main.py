@@ -64,7 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Jeffrey OS dream infrastructure",
         version=jeffrey_core.__version__,
-        description="Store memories, annotate emotions, consolidate dreams. Auth: `Authorization: Bearer <jwt>`.",
+        description=(
+            "Store memories, annotate emotions, consolidate dreams. Auth: `Authorization: Bearer <jwt>`."
+        ),
         lifespan=lifespan,
         responses=error_responses,
     )

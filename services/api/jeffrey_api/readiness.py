@@ -77,13 +77,16 @@ class ReadinessProbe:
 
     async def _run(self) -> ReadinessReport:
         redis_check, db_check = await asyncio.gather(
-            self._timed(self._redis.ping()), self._timed(anyio.to_thread.run_sync(ping_database, self._engine))
+            self._timed(self._redis.ping()),
+            self._timed(anyio.to_thread.run_sync(ping_database, self._engine)),
         )
         workers, names = "unknown", []
         if redis_check["status"] == "ok":
             names = await self._ping_workers()
             workers = "up" if names else "down"
-        return ReadinessReport(checks={"redis": redis_check, "database": db_check}, workers=workers, worker_names=names)
+        return ReadinessReport(
+            checks={"redis": redis_check, "database": db_check}, workers=workers, worker_names=names
+        )
 
     async def _timed(self, awaitable: Any) -> dict[str, Any]:
         started = time.perf_counter()

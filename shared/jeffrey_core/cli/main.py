@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from jeffrey_core.auth import Scope, mint_token
+from jeffrey_core.settings import Settings, get_settings
 
 app = typer.Typer(help="Jeffrey OS dream infrastructure.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
@@ -21,8 +22,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(check_app, name="check")
 
 
-def _settings():  # type: ignore[no-untyped-def]
-    from jeffrey_core.settings import get_settings
+def _settings() -> Settings:
 
     try:
         return get_settings()
@@ -37,9 +37,12 @@ def token_create(
     scope: Annotated[
         list[Scope] | None, typer.Option("--scope", "-s", help="Scope to grant; repeat for several.")
     ] = None,
-    ttl: Annotated[int | None, typer.Option(help="Lifetime in seconds (default JEFFREY_TOKEN_TTL_SECONDS).")] = None,
+    ttl: Annotated[
+        int | None, typer.Option(help="Lifetime in seconds (default JEFFREY_TOKEN_TTL_SECONDS).")
+    ] = None,
     var_dir: Annotated[
-        Path, typer.Option(help="Embedded stack folder whose dev secret is used when JEFFREY_SECRET_KEY is unset.")
+        Path,
+        typer.Option(help="Embedded stack folder whose dev secret is used when JEFFREY_SECRET_KEY is unset."),
     ] = Path("var"),
 ) -> None:
     """Print a signed access token, and only the token, on stdout."""
@@ -98,7 +101,9 @@ def check_beat() -> None:
 
 @stack_app.command("up")
 def stack_up(
-    var_dir: Annotated[Path, typer.Option(help="Where data, logs and generated dev secrets live.")] = Path("var"),
+    var_dir: Annotated[Path, typer.Option(help="Where data, logs and generated dev secrets live.")] = Path(
+        "var"
+    ),
     host: Annotated[str, typer.Option(help="Interface the API and Flower listen on.")] = "127.0.0.1",
     api_port: Annotated[int, typer.Option(help="API port.")] = 8000,
     flower_port: Annotated[int, typer.Option(help="Flower port (0: do not start Flower).")] = 5555,

@@ -61,7 +61,13 @@ def add_memories(session: Session, user_id: str, items: Sequence[NewMemory]) -> 
     """Insert memories for a user (caller commits); returns them with ids and timestamps set."""
     now = utcnow()
     rows = [
-        Memory(user_id=user_id, text=item.text, meta=item.meta, created_at=item.created_at or now, ingested_at=now)
+        Memory(
+            user_id=user_id,
+            text=item.text,
+            meta=item.meta,
+            created_at=item.created_at or now,
+            ingested_at=now,
+        )
         for item in items
     ]
     session.add_all(rows)

@@ -71,7 +71,7 @@ class Memory(Base):
 
 
 class IdempotencyKey(Base):
-    """The stored answer to a POST sent with an Idempotency-Key, written in the same transaction as its effect."""
+    """The stored answer to a POST with an Idempotency-Key, written in the same transaction as its effect."""
 
     __tablename__ = "idempotency_keys"
 

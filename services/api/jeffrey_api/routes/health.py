@@ -31,7 +31,11 @@ async def readyz(state: StateDep) -> JSONResponse:
         return JSONResponse(body)
     failing = ", ".join(report.failing)
     return error_response(
-        503, "not_ready", f"not ready: {failing} unreachable", body, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+        503,
+        "not_ready",
+        f"not ready: {failing} unreachable",
+        body,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
 
 

@@ -25,7 +25,9 @@ from jeffrey_core.store import memories as repo
 
 router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
 
-UserIdQuery = Annotated[str | None, Query(min_length=1, max_length=128, description="Admins only: act for this user.")]
+UserIdQuery = Annotated[
+    str | None, Query(min_length=1, max_length=128, description="Admins only: act for this user.")
+]
 
 
 def _not_found(memory_id: str) -> ApiError:
@@ -87,7 +89,9 @@ def _replay(session: SessionDep, owner: str, key: str, fingerprint: str) -> JSON
         return None
     if stored.request_hash != fingerprint:
         raise idempotency.conflict()
-    return JSONResponse(stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
+    return JSONResponse(
+        stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+    )
 
 
 @router.get("", response_model=MemoryPage, summary="List memories, newest first (cursor pagination)")

@@ -21,7 +21,10 @@ router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 @router.post(
     "/echo",
     summary="Round trip through the broker: a worker answers with its name and clock",
-    responses={503: {"description": "broker unreachable"}, 504: {"description": "no worker answered in time"}},
+    responses={
+        503: {"description": "broker unreachable"},
+        504: {"description": "no worker answered in time"},
+    },
 )
 async def echo(body: EchoRequest, state: StateDep, _: AdminDep) -> dict[str, Any]:
     name = TaskName.SYSTEM_ECHO.value
