@@ -21,7 +21,7 @@ from tests.support.processes import RedisServer
 
 RUN_ID = uuid.uuid4().hex[:8]
 POSTGRES_ADMIN_URL = os.environ.get(
-    "JEFFREY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    "JEFFREY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 
 
