@@ -1,1 +1,1 @@
-"""The HTTP gateway: validates, stores, enqueues. It never imports jeffrey_worker."""
+"""The HTTP gateway: validates, stores, enqueues. It never imports worker code: tasks are sent by name."""
