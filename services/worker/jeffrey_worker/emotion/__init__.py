@@ -1,0 +1,1 @@
+"""Emotion detection on the workers: a TF-IDF + logistic model for English, a lexicon for French."""
