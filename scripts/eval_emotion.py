@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evaluate the committed emotion model: GoEmotions test (28-way and Ekman 7), the French set, speed, memory.
 
-    make eval-emotion        # prints a report and writes docs/emotion-eval.json
+make eval-emotion        # prints a report and writes docs/emotion-eval.json
 """
 
 from __future__ import annotations
@@ -70,7 +70,9 @@ def main() -> None:
     print("  per-label F1:", json.dumps(fr["per_label_f1"]))
     tps = report["texts_per_second"]
     print(f"throughput: {tps['single']} texts/s one by one, {tps['batch_64']} texts/s in batches of 64")
-    print(f"max RSS: {report['rss_mb']['after_eval']} MB (interpreter + NumPy before load: {rss_before:.0f} MB)")
+    print(
+        f"max RSS: {report['rss_mb']['after_eval']} MB (interpreter + NumPy before load: {rss_before:.0f} MB)"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(f"wrote {args.out.relative_to(ROOT)}")

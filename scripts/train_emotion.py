@@ -56,7 +56,8 @@ def best_threshold(probabilities: np.ndarray, target: np.ndarray) -> float:
 
 def train_head(name, labels, f_train, y_train, f_dev, y_dev, c, jobs):  # type: ignore[no-untyped-def]
     fits = Parallel(n_jobs=jobs, max_nbytes=None)(
-        delayed(fit_label)(f_train, np.ascontiguousarray(y_train[:, j]), c) for j in range(len(labels)))
+        delayed(fit_label)(f_train, np.ascontiguousarray(y_train[:, j]), c) for j in range(len(labels))
+    )
     weights = np.stack([w for w, _ in fits])
     bias = np.array([b for _, b in fits])
     dev_logits = np.asarray(f_dev @ weights.T) + bias
@@ -71,7 +72,9 @@ def train_head(name, labels, f_train, y_train, f_dev, y_dev, c, jobs):  # type: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "datasets" / "goemotions")
     parser.add_argument("--out", type=Path, default=DEFAULT_ARTEFACT)
     parser.add_argument("--char-features", type=int, default=50_000)
@@ -91,12 +94,20 @@ def main() -> None:
     f_dev = sparse.hstack([word.transform(dev.texts), char.transform(dev.texts)]).tocsr()
     print(f"features: {f_train.shape[1]} ({time.time() - started:.0f}s)", file=sys.stderr)
 
-    fine, fine_f1 = train_head("fine (28)", data.fine_labels, f_train, train.fine, f_dev, dev.fine, args.C, args.jobs)
-    ekman, ek_f1 = train_head("ekman (7)", data.ekman_labels, f_train, train.ekman, f_dev, dev.ekman, args.C, args.jobs)
+    fine, fine_f1 = train_head(
+        "fine (28)", data.fine_labels, f_train, train.fine, f_dev, dev.fine, args.C, args.jobs
+    )
+    ekman, ek_f1 = train_head(
+        "ekman (7)", data.ekman_labels, f_train, train.ekman, f_dev, dev.ekman, args.C, args.jobs
+    )
 
     views = [
-        TfidfView("word", 1, 2, {t: int(i) for t, i in word.vocabulary_.items()}, word.idf_.astype(np.float32)),
-        TfidfView("char_wb", 2, 5, {t: int(i) for t, i in char.vocabulary_.items()}, char.idf_.astype(np.float32)),
+        TfidfView(
+            "word", 1, 2, {t: int(i) for t, i in word.vocabulary_.items()}, word.idf_.astype(np.float32)
+        ),
+        TfidfView(
+            "char_wb", 2, 5, {t: int(i) for t, i in char.vocabulary_.items()}, char.idf_.astype(np.float32)
+        ),
     ]
     digest = hashlib.sha256()
     for split in ("train", "dev"):
@@ -104,7 +115,10 @@ def main() -> None:
     meta = {
         "version": VERSION,
         "data_sha256_train_dev": digest.hexdigest(),
-        "features": {"word": "1-2 grams, min_df 2", "char_wb": f"2-5 grams, min_df 3, top {args.char_features}"},
+        "features": {
+            "word": "1-2 grams, min_df 2",
+            "char_wb": f"2-5 grams, min_df 3, top {args.char_features}",
+        },
         "head": f"per-label LogisticRegression(C={args.C}, class_weight=balanced, liblinear); Platt on dev",
         "dev_macro_f1": {"fine": round(fine_f1, 4), "ekman": round(ek_f1, 4)},
     }

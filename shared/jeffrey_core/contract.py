@@ -27,6 +27,10 @@ class TaskName(StrEnum):
     SYSTEM_ECHO = "jeffrey.system.echo"
     # Beat's own liveness: writes a timestamp (with a TTL) that /readyz and ops tools read.
     BEAT_HEARTBEAT = "jeffrey.system.beat_heartbeat"
+    # Emotion of up to 64 texts, answered synchronously to the API (result backend).
+    EMOTION_DETECT = "jeffrey.emotion.detect"
+    # Annotate memories that have no emotion yet, in micro-batches; kicked by the API, swept by beat.
+    EMOTION_ANNOTATE_PENDING = "jeffrey.emotion.annotate_pending"
 
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
@@ -46,6 +50,9 @@ def queue_for(task_name: str) -> Queue:
         if pattern.endswith(".*") and task_name.startswith(pattern[:-1]):
             return Queue(route["queue"])
     return Queue.DEFAULT
+
+
+MAX_DETECT_TEXTS = 64
 
 
 def echo_payload(message: str) -> dict[str, Any]:

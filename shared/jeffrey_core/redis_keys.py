@@ -19,6 +19,21 @@ class RedisKeys:
         """celery-redbeat's schedule and lock keys (owned by redbeat)."""
         return f"{self.prefix}:redbeat:"
 
+    def emotion_kick(self) -> str:
+        """Debounces annotation kicks from the API; TTL 1 s."""
+        return f"{self.prefix}:emotion:kick"
+
+    def emotion_sweep_lock(self) -> str:
+        """One annotation sweep at a time; redis-py Lock with a TTL."""
+        return f"{self.prefix}:emotion:sweep-lock"
+
+    def breaker_namespace(self, name: str) -> str:
+        """pybreaker CircuitRedisStorage namespace (state, counters, opened_at keys; owned by pybreaker)."""
+        return f"{self.prefix}:breaker:{name}"
+
+    def breaker_state(self, name: str) -> str:
+        return f"{self.breaker_namespace(name)}:pybreaker:state"
+
     def redbeat_lock(self) -> str:
         """Held by the beat that is scheduling; expires when it stops renewing (redbeat_lock_timeout)."""
         return f"{self.redbeat_prefix()}:lock"

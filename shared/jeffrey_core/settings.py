@@ -111,6 +111,24 @@ class ApiSettings(_Section):
     idempotency_ttl_seconds: int = Field(24 * 3600, gt=0, validation_alias="IDEMPOTENCY_TTL_SECONDS")
 
 
+class EmotionSettings(_Section):
+    detect_timeout: float = Field(5.0, gt=0, le=60, validation_alias="EMOTION_DETECT_TIMEOUT")
+    annotate_batch_size: int = Field(64, ge=1, le=1000, validation_alias="EMOTION_ANNOTATE_BATCH_SIZE")
+    # A batch slower than this counts as a failure for the breaker (its result is still used).
+    slow_seconds: float = Field(2.0, gt=0, validation_alias="EMOTION_SLOW_SECONDS")
+    breaker_fail_max: int = Field(5, ge=1, validation_alias="EMOTION_BREAKER_FAIL_MAX")
+    breaker_reset_seconds: float = Field(30.0, gt=0, validation_alias="EMOTION_BREAKER_RESET_SECONDS")
+    sweep_seconds: float = Field(15.0, gt=0, validation_alias="EMOTION_SWEEP_SECONDS")
+    # Test hook: make the model fail or be slow, to exercise the breaker. Refused in prod.
+    fault: Literal["", "fail", "slow"] = Field("", validation_alias="EMOTION_FAULT")
+
+
+class WorkerSettings(_Section):
+    # Prometheus exporter of the worker's main process (0 disables it).
+    metrics_port: int = Field(9808, ge=0, le=65535, validation_alias="WORKER_METRICS_PORT")
+    metrics_host: str = Field("0.0.0.0", validation_alias="WORKER_METRICS_HOST")  # noqa: S104 - scraped in compose
+
+
 class ObservabilitySettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias="LOG_LEVEL"
@@ -133,6 +151,8 @@ class Settings(BaseModel):
     celery: CelerySettings = Field(default_factory=lambda: CelerySettings())
     flower: FlowerSettings = Field(default_factory=lambda: FlowerSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    emotion: EmotionSettings = Field(default_factory=lambda: EmotionSettings())
+    worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
     observability: ObservabilitySettings = Field(default_factory=lambda: ObservabilitySettings())
 
     @model_validator(mode="after")
@@ -179,6 +199,8 @@ def production_problems(settings: Settings) -> list[str]:
     check("REDIS_PASSWORD", settings.redis.password or _password_in_url(settings.redis.url))
     flower = settings.flower.basic_auth.get_secret_value() if settings.flower.basic_auth else ""
     check("FLOWER_BASIC_AUTH (password part)", SecretStr(flower.partition(":")[2]) if flower else None)
+    if settings.emotion.fault:
+        problems.append("EMOTION_FAULT is a test hook and must be empty")
     if "*" in settings.security.cors_origins:
         problems.append("CORS_ORIGINS must not allow '*'")
     return problems

@@ -12,8 +12,14 @@ pytestmark = pytest.mark.unit
 
 
 def test_every_named_task_has_a_route() -> None:
-    for name in TaskName:
-        assert name.value in TASK_ROUTES
+    routed = {name: queue_for(name.value) for name in TaskName}
+    assert routed[TaskName.EMOTION_DETECT] is Queue.EMOTION
+    assert routed[TaskName.EMOTION_ANNOTATE_PENDING] is Queue.EMOTION
+    assert routed[TaskName.SYSTEM_ECHO] is Queue.DEFAULT
+    assert all(
+        name.value in TASK_ROUTES or name.value.startswith(("jeffrey.dream.", "jeffrey.emotion."))
+        for name in TaskName
+    )
 
 
 def test_prefix_routes_send_families_to_their_queue() -> None:

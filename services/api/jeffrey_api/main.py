@@ -15,12 +15,13 @@ import jeffrey_core
 from jeffrey_api.errors import install_error_handlers
 from jeffrey_api.middleware import RequestIdMiddleware
 from jeffrey_api.readiness import ReadinessProbe
-from jeffrey_api.routes import health, memories, ops
+from jeffrey_api.routes import emotion, health, memories, ops
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.logging import configure_logging
-from jeffrey_core.redis_client import create_async_redis
+from jeffrey_core.redis_client import create_async_redis, create_sync_redis
+from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings, get_settings
 from jeffrey_core.store.engine import create_db_engine, create_session_factory
 
@@ -35,12 +36,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_db_engine(settings.database)
         redis = create_async_redis(settings.redis)
+        sync_redis = create_sync_redis(settings.redis)
         celery = create_celery(settings, main="jeffrey-api")
         app.state.jeffrey = AppState(
             settings=settings,
             engine=engine,
             sessions=create_session_factory(engine),
             redis=redis,
+            sync_redis=sync_redis,
             celery=celery,
             readiness=ReadinessProbe(
                 redis,
@@ -50,11 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 worker_ping_timeout=settings.api.worker_ping_timeout,
             ),
             registry=registry,
+            keys=RedisKeys(settings.redis.key_prefix),
         )
         try:
             yield
         finally:
             await redis.aclose()
+            sync_redis.close()
             celery.close()
             engine.dispose()
 
@@ -86,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ).instrument(app)
     app.include_router(health.router)
     app.include_router(memories.router)
+    app.include_router(emotion.router)
     app.include_router(ops.router)
     return app
 

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from jeffrey_core.store.models import Memory
 
@@ -61,6 +61,8 @@ MemoryPostBody = Annotated[
 
 
 class EmotionOut(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
     label: str | None = None
     fine_label: str | None = None
     confidence: float | None = None
@@ -107,6 +109,40 @@ class MemoryPage(BaseModel):
 
 
 EmotionLabel = Literal["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+
+
+class DetectRequest(BaseModel):
+    """Either `text` or `texts` (1-64), each 1-5000 characters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=64
+    )
+    timeout: float | None = Field(None, gt=0, le=30, description="Seconds to wait for a worker (default 5).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DetectRequest:
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give exactly one of `text` or `texts`")
+        return self
+
+
+class EmotionDetection(BaseModel):
+    label: str
+    fine_label: str
+    confidence: float
+    scores: dict[str, float]
+    fine_scores: dict[str, float]
+    labels: list[str]
+    method: str
+    model_version: str
+    lang: str | None
+
+
+class DetectBatchOut(BaseModel):
+    items: list[EmotionDetection]
 
 
 class EchoRequest(BaseModel):

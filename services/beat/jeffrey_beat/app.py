@@ -29,6 +29,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.celery.beat_heartbeat_seconds,
             "options": {"expires": settings.celery.beat_heartbeat_seconds},
         },
+        # Safety net for annotation kicks the API could not send (Redis down at that moment).
+        "emotion-sweep": {
+            "task": TaskName.EMOTION_ANNOTATE_PENDING.value,
+            "schedule": settings.emotion.sweep_seconds,
+            "options": {"expires": settings.emotion.sweep_seconds},
+        },
     }
 
 

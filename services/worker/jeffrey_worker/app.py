@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import (
+    celeryd_init,
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.logging import configure_logging
@@ -28,6 +34,40 @@ def create_worker_app(settings: Settings) -> Celery:
 def _logging(**_: Any) -> None:
     observability = get_settings().observability
     configure_logging("worker", observability.log_level, observability.log_format)
+
+
+@celeryd_init.connect
+def _prepare_metrics(**_: Any) -> None:
+    # Runs in the worker's main process before any pool process exists or prometheus_client is imported.
+    from jeffrey_worker.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    settings = get_settings().worker
+    if settings.metrics_port:
+        from jeffrey_worker.metrics import start_exporter
+
+        start_exporter(settings.metrics_host, settings.metrics_port)
+
+
+@worker_process_init.connect
+def _load_model(**_: Any) -> None:
+    # Each pool process loads the model once, before its first task (not per task).
+    from jeffrey_worker.resources import guarded_detector
+
+    guarded_detector()
+
+
+@worker_process_shutdown.connect
+def _mark_dead(pid: int | None = None, **_: Any) -> None:
+    import os
+
+    from jeffrey_worker.metrics import mark_process_dead
+
+    mark_process_dead(pid or os.getpid())
 
 
 app = create_worker_app(get_settings())

@@ -3,24 +3,64 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from jeffrey_core.redis_client import create_sync_redis
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import get_settings
+from jeffrey_core.store.engine import create_db_engine, create_session_factory
 
-_clients: dict[int, redis.Redis] = {}
+_per_process: dict[tuple[int, str], Any] = {}
+
+
+def _once(name: str, build: Any) -> Any:
+    """One instance per process: a forked pool child never reuses its parent's sockets or state."""
+    key = (os.getpid(), name)
+    if key not in _per_process:
+        _per_process[key] = build()
+    return _per_process[key]
 
 
 def redis_client() -> redis.Redis:
-    """This process's Redis client (a forked child never reuses its parent's sockets)."""
-    pid = os.getpid()
-    if pid not in _clients:
-        _clients.clear()
-        _clients[pid] = create_sync_redis(get_settings().redis)
-    return _clients[pid]
+    client: redis.Redis = _once("redis", lambda: create_sync_redis(get_settings().redis))
+    return client
+
+
+def redis_bytes_client() -> redis.Redis:
+    """pybreaker's Redis storage expects bytes responses."""
+    settings = get_settings().redis
+
+    def build() -> redis.Redis:
+        return redis.Redis.from_url(
+            settings.dsn(),
+            socket_connect_timeout=settings.connect_timeout,
+            socket_timeout=settings.socket_timeout,
+        )
+
+    client: redis.Redis = _once("redis-bytes", build)
+    return client
 
 
 def redis_keys() -> RedisKeys:
     return RedisKeys(get_settings().redis.key_prefix)
+
+
+def engine() -> Engine:
+    db: Engine = _once("engine", lambda: create_db_engine(get_settings().database))
+    return db
+
+
+def sessions() -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = _once("sessions", lambda: create_session_factory(engine()))
+    return factory
+
+
+def guarded_detector() -> Any:
+    """The emotion detector behind its circuit breaker, loaded once per process."""
+    from jeffrey_worker.emotion_service import build_guarded_detector
+
+    return _once("detector", build_guarded_detector)

@@ -1,17 +1,25 @@
-"""System tasks: thin wrappers that validate, call plain logic and return small JSON."""
+"""Tasks: thin wrappers that validate the payload, call plain logic and return small JSON."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from typing import Any
 
+import redis
 from celery import shared_task
 
-from jeffrey_core.contract import TaskName
+from jeffrey_core.contract import MAX_DETECT_TEXTS, TaskName
 from jeffrey_core.settings import get_settings
-from jeffrey_worker.resources import redis_client, redis_keys
+from jeffrey_worker import annotation
+from jeffrey_worker.emotion_service import record_predictions
+from jeffrey_worker.metrics import worker_metrics
+from jeffrey_worker.resources import guarded_detector, redis_client, redis_keys, sessions
+
+log = logging.getLogger(__name__)
+MAX_TEXT_CHARS = 5000
 
 
 @shared_task(name=TaskName.SYSTEM_ECHO.value, bind=True)
@@ -31,3 +39,54 @@ def beat_heartbeat() -> None:
     """Record when a beat-scheduled tick was last executed; the key expires if beat stops."""
     period = get_settings().celery.beat_heartbeat_seconds
     redis_client().set(redis_keys().beat_heartbeat(), str(time.time()), ex=max(1, int(period * 3)))
+
+
+@shared_task(name=TaskName.EMOTION_DETECT.value, soft_time_limit=10, time_limit=15)
+def detect_emotion(texts: list[str]) -> list[dict[str, Any]]:
+    """Emotion of 1-64 texts, in order (the API validated them; checked again: messages can be forged)."""
+    if (
+        not isinstance(texts, list)
+        or not 1 <= len(texts) <= MAX_DETECT_TEXTS
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_TEXT_CHARS for t in texts)
+    ):
+        raise ValueError(
+            f"texts must be a list of 1-{MAX_DETECT_TEXTS} strings of 1-{MAX_TEXT_CHARS} characters"
+        )
+    results = guarded_detector().detect(texts)
+    record_predictions(results)
+    return [r.as_dict() for r in results]
+
+
+@shared_task(name=TaskName.EMOTION_ANNOTATE_PENDING.value, bind=True, ignore_result=True)
+def annotate_pending(self: Any) -> dict[str, int]:
+    """Annotate every memory without an emotion, in micro-batches; one sweep at a time."""
+    settings = get_settings()
+    lock = redis_client().lock(
+        redis_keys().emotion_sweep_lock(), timeout=settings.celery.task_time_limit + 5, blocking=False
+    )
+    if not lock.acquire(blocking=False):
+        return {"skipped": 1}
+    try:
+        detector = guarded_detector()
+        breaker_closed = detector.breaker.current_state == "closed"
+        stats = annotation.annotate_pending(
+            sessions(),
+            detector.detect,
+            batch_size=settings.emotion.annotate_batch_size,
+            budget_seconds=settings.celery.task_soft_time_limit * 0.6,
+            include_fallback=breaker_closed,
+        )
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("annotation sweep lock expired before release")
+    record_predictions(stats.results_written)
+    metrics = worker_metrics()
+    metrics.annotations.labels(outcome="written").inc(stats.written)
+    metrics.annotations.labels(outcome="skipped").inc(stats.skipped)
+    if stats.more_pending:
+        self.app.send_task(TaskName.EMOTION_ANNOTATE_PENDING.value)
+    if stats.written:
+        log.info("annotated %d memories in %d batches", stats.written, stats.batches)
+    return {"written": stats.written, "skipped": stats.skipped, "batches": stats.batches}

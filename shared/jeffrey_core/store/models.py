@@ -56,6 +56,8 @@ class Memory(Base):
     # the rest (confidence, scores, method, model_version) lives in `emotion`.
     emotion_label: Mapped[str | None] = mapped_column(String(32))
     emotion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    emotion_model_version: Mapped[str | None] = mapped_column(String(64))
+    annotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consolidated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     consolidation_run_id: Mapped[str | None] = mapped_column(String(36))
     dream_id: Mapped[str | None] = mapped_column(String(36))
@@ -67,6 +69,7 @@ class Memory(Base):
         Index("ix_memories_user_created", "user_id", "created_at", "id"),
         Index("ix_memories_user_consolidated", "user_id", "consolidated_at"),
         Index("ix_memories_user_emotion", "user_id", "emotion_label"),
+        Index("ix_memories_pending_emotion", "emotion_model_version", "ingested_at"),
     )
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 
 from jeffrey_api import idempotency
-from jeffrey_api.deps import MemoriesPrincipalDep, SessionDep, SettingsDep, acting_user
+from jeffrey_api.deps import MemoriesPrincipalDep, SessionDep, SettingsDep, StateDep, acting_user
 from jeffrey_api.errors import ApiError
 from jeffrey_api.schemas import (
     EmotionLabel,
@@ -21,6 +21,7 @@ from jeffrey_api.schemas import (
     MemoryPage,
     MemoryPostBody,
 )
+from jeffrey_api.tasks import kick_annotation
 from jeffrey_core.store import memories as repo
 
 router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
@@ -47,6 +48,7 @@ def create_memories(
     principal: MemoriesPrincipalDep,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     user_id: UserIdQuery = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JSONResponse:
@@ -71,6 +73,7 @@ def create_memories(
         )
     try:
         session.commit()
+        kick_annotation(state)
     except IntegrityError:
         # Another request with the same key committed first: answer as that one did.
         session.rollback()

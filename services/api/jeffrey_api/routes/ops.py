@@ -13,7 +13,8 @@ from redis.exceptions import RedisError
 from jeffrey_api.deps import AdminDep, StateDep
 from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.schemas import EchoRequest
-from jeffrey_core.contract import TaskName, echo_payload, queue_for
+from jeffrey_api.tasks import send
+from jeffrey_core.contract import TaskName, echo_payload
 
 router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
 
@@ -27,10 +28,8 @@ router = APIRouter(prefix="/api/v1/ops", tags=["ops"])
     },
 )
 async def echo(body: EchoRequest, state: StateDep, _: AdminDep) -> dict[str, Any]:
-    name = TaskName.SYSTEM_ECHO.value
-
     def round_trip() -> dict[str, Any]:
-        result = state.celery.send_task(name, kwargs=echo_payload(body.message), queue=queue_for(name).value)
+        result = send(state, TaskName.SYSTEM_ECHO, **echo_payload(body.message))
         try:
             value: dict[str, Any] = result.get(timeout=body.timeout, propagate=True)
             return value

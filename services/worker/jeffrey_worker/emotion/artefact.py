@@ -1,4 +1,4 @@
-"""The committed model artefact: one compressed .npz holding vocabularies, idf, int8 weights and calibration."""
+"""The committed model artefact: one compressed .npz with vocabularies, idf, int8 weights, calibration."""
 
 from __future__ import annotations
 
@@ -51,7 +51,9 @@ def _decode_strings(array: npt.NDArray[np.uint8]) -> list[str]:
     return bytes(array).decode("utf-8").split("\n")
 
 
-def save_artefact(path: Path, meta: dict[str, Any], views: list[TfidfView], heads: dict[str, LinearHead]) -> None:
+def save_artefact(
+    path: Path, meta: dict[str, Any], views: list[TfidfView], heads: dict[str, LinearHead]
+) -> None:
     arrays: dict[str, Any] = {"meta": _encode_strings([json.dumps(meta, sort_keys=True)])}
     for i, view in enumerate(views):
         terms = sorted(view.vocabulary, key=view.vocabulary.__getitem__)

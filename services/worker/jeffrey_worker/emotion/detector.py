@@ -55,7 +55,9 @@ def fallback_result(text: str, reason: str) -> EmotionResult:
         share = round((1 - FALLBACK_CONFIDENCE) / (len(EKMAN_LABELS) - 1), 4)
         scores = {label: share for label in EKMAN_LABELS}
         scores["neutral"] = FALLBACK_CONFIDENCE
-        result = EmotionResult("neutral", "neutral", FALLBACK_CONFIDENCE, scores, {}, ["neutral"], "", "", lang)
+        result = EmotionResult(
+            "neutral", "neutral", FALLBACK_CONFIDENCE, scores, {}, ["neutral"], "", "", lang
+        )
     result.method = f"fallback:{reason}"
     result.model_version = FALLBACK_VERSION
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import resource
 import time
 from pathlib import Path
@@ -23,11 +24,13 @@ def f1_per_label(truth: npt.NDArray[np.int8], predicted: npt.NDArray[np.bool_]) 
     return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
 
 
-def expected_calibration_error(confidence: npt.NDArray[np.float64], correct: npt.NDArray[np.bool_], bins: int = 10) -> float:
+def expected_calibration_error(
+    confidence: npt.NDArray[np.float64], correct: npt.NDArray[np.bool_], bins: int = 10
+) -> float:
     """Top-label ECE: |accuracy - confidence| averaged over equal-width confidence bins, weighted by size."""
     edges = np.linspace(0, 1, bins + 1)
     total = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
+    for low, high in itertools.pairwise(edges):
         mask = (confidence > low) & (confidence <= high)
         if mask.any():
             total += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
@@ -47,10 +50,16 @@ def evaluate_goemotions(model: EnglishEmotionModel, split: Split) -> dict[str, A
         "n": len(split.texts),
         "macro_f1_fine28": round(float(fine_f1.mean()), 4),
         "macro_f1_ekman7": round(float(ekman_f1.mean()), 4),
-        "per_label_f1_fine28": {k: round(float(v), 3) for k, v in zip(model.fine.labels, fine_f1, strict=True)},
-        "per_label_f1_ekman7": {k: round(float(v), 3) for k, v in zip(model.ekman.labels, ekman_f1, strict=True)},
+        "per_label_f1_fine28": {
+            k: round(float(v), 3) for k, v in zip(model.fine.labels, fine_f1, strict=True)
+        },
+        "per_label_f1_ekman7": {
+            k: round(float(v), 3) for k, v in zip(model.ekman.labels, ekman_f1, strict=True)
+        },
         "top_label_accuracy_ekman": round(float(correct.mean()), 4),
-        "ece_top_label_ekman": round(expected_calibration_error(ekman_p[np.arange(len(top)), top], correct), 4),
+        "ece_top_label_ekman": round(
+            expected_calibration_error(ekman_p[np.arange(len(top)), top], correct), 4
+        ),
     }
 
 

@@ -145,7 +145,8 @@ class FrenchLexiconModel:
                 n = len(cue.words)
                 window = tokens[i : i + n]
                 if len(window) < n or not all(
-                    tok.startswith(w) if j == n - 1 else tok == w for j, (tok, w) in enumerate(zip(window, cue.words))
+                    tok.startswith(w) if j == n - 1 else tok == w
+                    for j, (tok, w) in enumerate(zip(window, cue.words, strict=True))
                 ):
                     continue
                 negated = any(t in _NEGATIONS or t.startswith("n'") for t in tokens[max(0, i - 3) : i])

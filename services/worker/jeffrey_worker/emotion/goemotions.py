@@ -42,11 +42,11 @@ class GoEmotions:
         rows: list[list[int]] = []
         # Split on tabs only: some texts hold CSV-style doubled quotes that a CSV reader would mangle.
         for line in (self.folder / f"{name}.tsv").read_text(encoding="utf-8").splitlines():
-            text, ids, _ = line.split("\t")
+            text, label_ids, _ = line.split("\t")
             texts.append(text)
-            rows.append([int(i) for i in ids.split(",")])
+            rows.append([int(i) for i in label_ids.split(",")])
         fine = np.zeros((len(texts), len(self.fine_labels)), dtype=np.int8)
-        for i, ids in enumerate(rows):
-            fine[i, ids] = 1
+        for i, row in enumerate(rows):
+            fine[i, row] = 1
         ekman = ((fine @ self.fine_to_ekman) > 0).astype(np.int8)
         return Split(texts, fine, ekman)

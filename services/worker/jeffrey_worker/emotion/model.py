@@ -96,7 +96,9 @@ class EnglishEmotionModel:
         label = self.ekman.labels[int(np.argmax(ekman))]
         group = EKMAN_GROUPS[label]
         fine_label = max(group, key=lambda name: fine_scores[name])
-        passing = [name for name, p, t in zip(self.ekman.labels, ekman, self.ekman.thresholds, strict=True) if p >= t]
+        passing = [
+            name for name, p, t in zip(self.ekman.labels, ekman, self.ekman.thresholds, strict=True) if p >= t
+        ]
         return EmotionResult(
             label=label,
             fine_label=fine_label,

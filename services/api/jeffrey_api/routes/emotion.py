@@ -1,0 +1,61 @@
+"""POST /api/v1/emotion/detect: a worker runs the model; the API only waits for the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from fastapi import APIRouter
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import RedisError
+
+from jeffrey_api.deps import MemoriesPrincipalDep, SettingsDep, StateDep
+from jeffrey_api.errors import ApiError, unavailable
+from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
+from jeffrey_api.tasks import send
+from jeffrey_core.contract import TaskName
+
+router = APIRouter(prefix="/api/v1/emotion", tags=["emotion"])
+BREAKER = "emotion-model"
+
+
+@router.post(
+    "/detect",
+    response_model=EmotionDetection | DetectBatchOut,
+    summary="Emotion of one text (`text`) or up to 64 (`texts`), computed by a worker",
+    responses={
+        503: {"description": "no worker, broker down or breaker open"},
+        504: {"description": "timeout"},
+    },
+)
+async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _: MemoriesPrincipalDep) -> Any:
+    texts = [body.text] if body.text is not None else list(body.texts or [])
+    timeout = body.timeout or settings.emotion.detect_timeout
+    try:
+        if await state.redis.get(state.keys.breaker_state(BREAKER)) == "open":
+            raise unavailable(
+                "model_unavailable", "the emotion model's circuit breaker is open; retry later", 10
+            )
+    except RedisError as exc:
+        raise unavailable("broker_unavailable", "Redis is not reachable; retry later") from exc
+    report, _cached = await state.readiness.report()
+    if report.workers != "up":
+        raise unavailable("no_worker", "no worker is reachable to run the emotion model; retry later", 10)
+
+    def round_trip() -> list[dict[str, Any]]:
+        result = send(state, TaskName.EMOTION_DETECT, texts=texts)
+        try:
+            value: list[dict[str, Any]] = result.get(timeout=timeout, propagate=True)
+            return value
+        finally:
+            result.forget()
+
+    try:
+        items = await anyio.to_thread.run_sync(round_trip)
+    except CeleryTimeoutError as exc:
+        raise ApiError(504, "worker_timeout", f"no worker answered within {timeout:g}s") from exc
+    except (KombuOperationalError, RedisError, OSError) as exc:
+        raise unavailable("broker_unavailable", "the broker (Redis) is not reachable; retry later") from exc
+    detections = [EmotionDetection(**item) for item in items]
+    return detections[0] if body.text is not None else DetectBatchOut(items=detections)

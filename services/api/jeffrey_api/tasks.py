@@ -1,0 +1,36 @@
+"""Sending work to the workers by task name (the API never imports worker code)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from jeffrey_api.state import AppState
+from jeffrey_core.contract import TaskName, queue_for
+
+log = logging.getLogger(__name__)
+KICK_DEBOUNCE_MS = 1000
+
+
+def send(state: AppState, name: TaskName, **kwargs: Any) -> Any:
+    """Publish a task without kombu's publish retries: a dead broker must fail fast, not stall a request."""
+    return state.celery.send_task(name.value, kwargs=kwargs, queue=queue_for(name.value).value, retry=False)
+
+
+def kick_annotation(state: AppState) -> bool:
+    """Ask a worker to annotate new memories, at most once a second however many requests arrive.
+
+    Never fails the request: the memories are already committed and beat's periodic sweep finds them
+    even when this kick could not be sent (Redis down).
+    """
+    try:
+        if not state.sync_redis.set(state.keys.emotion_kick(), "1", nx=True, px=KICK_DEBOUNCE_MS):
+            return False
+        send(state, TaskName.EMOTION_ANNOTATE_PENDING)
+        return True
+    except (redis.RedisError, KombuOperationalError, OSError) as exc:
+        log.warning("annotation kick not sent (%s); the periodic sweep will annotate", exc.__class__.__name__)
+        return False

@@ -1,0 +1,98 @@
+"""The emotion model as a dependency: a circuit breaker (state shared in Redis) and a fallback.
+
+Failures and slow batches (over EMOTION_SLOW_SECONDS) count against the breaker; after
+EMOTION_BREAKER_FAIL_MAX in a row it opens and every call answers the fallback at once: `method`
+`fallback:breaker_open`, label neutral, confidence 0.15 (French keeps its lexicon label). After
+EMOTION_BREAKER_RESET_SECONDS one call is let through (half-open); success closes it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pybreaker
+
+from jeffrey_core.settings import EmotionSettings, get_settings
+from jeffrey_worker.emotion.detector import EmotionDetector, fallback_result
+from jeffrey_worker.emotion.model import EmotionResult
+from jeffrey_worker.metrics import BREAKER_STATES, base_method, worker_metrics
+from jeffrey_worker.resources import redis_bytes_client, redis_keys
+
+log = logging.getLogger(__name__)
+BREAKER_NAME = "emotion-model"
+
+
+class SlowInferenceError(Exception):
+    """The model answered, but too slowly: counts as a failure, the answer is still used."""
+
+    def __init__(self, results: list[EmotionResult], seconds: float) -> None:
+        super().__init__(f"emotion inference took {seconds:.2f}s")
+        self.results = results
+
+
+class InjectedFaultError(RuntimeError):
+    """Raised by the EMOTION_FAULT=fail test hook."""
+
+
+@dataclass
+class GuardedDetector:
+    detect_raw: Callable[[list[str]], list[EmotionResult]]
+    breaker: pybreaker.CircuitBreaker
+    settings: EmotionSettings
+
+    def detect(self, texts: list[str]) -> list[EmotionResult]:
+        """Model results, or fallback results saying why; never raises for a model problem."""
+        started = time.perf_counter()
+        try:
+            results = self.breaker.call(self._timed, texts)
+        except SlowInferenceError as exc:
+            results = exc.results
+        except pybreaker.CircuitBreakerError:
+            results = [fallback_result(t, "breaker_open") for t in texts]
+        except Exception:
+            log.exception("emotion model failed; answering with the fallback")
+            results = [fallback_result(t, "model_error") for t in texts]
+        metrics = worker_metrics()
+        method = base_method(results[0].method) if results else "none"
+        metrics.inference_seconds.labels(method=method).observe(time.perf_counter() - started)
+        metrics.breaker_state.set(BREAKER_STATES.get(self.breaker.current_state, 1))
+        return results
+
+    def _timed(self, texts: list[str]) -> list[EmotionResult]:
+        started = time.perf_counter()
+        if self.settings.fault == "fail":
+            raise InjectedFaultError("EMOTION_FAULT=fail")
+        if self.settings.fault == "slow":
+            time.sleep(self.settings.slow_seconds + 0.05)
+        results = self.detect_raw(texts)
+        elapsed = time.perf_counter() - started
+        if elapsed > self.settings.slow_seconds:
+            raise SlowInferenceError(results, elapsed)
+        return results
+
+
+def build_guarded_detector() -> GuardedDetector:
+    settings = get_settings().emotion
+    detector = EmotionDetector.load()
+    log.info("emotion model %s loaded in %.2fs", detector.version, detector.english.load_seconds)
+    storage = pybreaker.CircuitRedisStorage(
+        pybreaker.STATE_CLOSED, redis_bytes_client(), namespace=redis_keys().breaker_namespace(BREAKER_NAME)
+    )
+    breaker = pybreaker.CircuitBreaker(
+        fail_max=settings.breaker_fail_max,
+        reset_timeout=settings.breaker_reset_seconds,
+        state_storage=storage,
+        name=BREAKER_NAME,
+    )
+    return GuardedDetector(detector.detect, breaker, settings)
+
+
+def record_predictions(results: list[EmotionResult]) -> None:
+    metrics = worker_metrics()
+    for result in results:
+        method = base_method(result.method)
+        metrics.confidence.labels(method=method).observe(result.confidence)
+        metrics.predictions.labels(label=result.label, method=method).inc()

@@ -1,0 +1,53 @@
+"""Writing emotion annotations onto memories, idempotently.
+
+A write lands only on a memory that has no annotation yet, or whose annotation came from the
+fallback and the new one from the model. A redelivered task therefore changes nothing (and the
+caller, told so, does not count it twice), and a fallback never overwrites a model's result.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from jeffrey_core.store.models import Memory, utcnow
+
+FALLBACK_PREFIX = "fallback"
+
+
+def pending_annotation(session: Session, limit: int, include_fallback: bool = False) -> list[tuple[str, str]]:
+    """(id, text) of memories to annotate, oldest first."""
+    condition: ColumnElement[bool] = Memory.emotion_model_version.is_(None)
+    if include_fallback:
+        condition = or_(condition, Memory.emotion_model_version.like(f"{FALLBACK_PREFIX}%"))
+    query = (
+        select(Memory.id, Memory.text).where(condition).order_by(Memory.ingested_at, Memory.id).limit(limit)
+    )
+    return [(row.id, row.text) for row in session.execute(query)]
+
+
+def write_annotation(session: Session, memory_id: str, emotion: dict[str, Any], lang: str | None) -> bool:
+    """Store `emotion` on the memory unless it already holds an equal or better one; True when written."""
+    version = str(emotion["model_version"])
+    replaceable: ColumnElement[bool] = Memory.emotion_model_version.is_(None)
+    if not version.startswith(FALLBACK_PREFIX):
+        replaceable = or_(replaceable, Memory.emotion_model_version.like(f"{FALLBACK_PREFIX}%"))
+    result = session.execute(
+        update(Memory)
+        .where(Memory.id == memory_id, replaceable)
+        .values(
+            emotion=emotion,
+            emotion_label=emotion["label"],
+            emotion_model_version=version,
+            annotated_at=utcnow(),
+            lang=lang,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def count_pending(session: Session) -> int:
+    """Memories still waiting for an annotation."""
+    return int(session.scalar(select(func.count()).where(Memory.emotion_model_version.is_(None))) or 0)
