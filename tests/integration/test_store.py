@@ -155,3 +155,31 @@ def test_expired_idempotency_keys_are_forgotten(session: Session, user_id: str) 
     session.expunge_all()
     assert repo.find_idempotent_response(session, user_id, "older") is None
     assert repo.find_idempotent_response(session, user_id, "fresh") is not None
+
+
+def _emotion(version: str, label: str = "joy") -> dict[str, object]:
+    return {"label": label, "confidence": 0.8, "model_version": version, "method": "m"}
+
+
+def test_annotation_writes_are_idempotent(session: Session, user_id: str) -> None:
+    from jeffrey_core.store.annotations import count_pending, pending_annotation, write_annotation
+
+    first, second = _add(session, user_id, 2)
+    assert {first, second} <= {mid for mid, _ in pending_annotation(session, 1000)}
+    assert write_annotation(session, first, _emotion("en-1"), "en") is True
+    assert (
+        write_annotation(session, first, _emotion("en-1", "anger"), "en") is False
+    )  # redelivery: no rewrite
+    assert write_annotation(session, first, _emotion("fallback-1", "neutral"), "en") is False
+    # A fallback result is replaced by the model's, never the other way round.
+    assert write_annotation(session, second, _emotion("fallback-1", "neutral"), "en") is True
+    assert write_annotation(session, second, _emotion("fallback-1", "neutral"), "en") is False
+    assert second not in {mid for mid, _ in pending_annotation(session, 1000)}
+    assert second in {mid for mid, _ in pending_annotation(session, 1000, include_fallback=True)}
+    assert write_annotation(session, second, _emotion("en-1", "sadness"), "en") is True
+    session.commit()
+    session.expire_all()
+    rows = {mid: repo.get_memory(session, user_id, mid) for mid in (first, second)}
+    assert rows[first].emotion_label == "joy" and rows[second].emotion_label == "sadness"  # type: ignore[union-attr]
+    assert rows[first].lang == "en" and rows[first].annotated_at is not None  # type: ignore[union-attr]
+    assert count_pending(session) >= 0

@@ -15,21 +15,24 @@ log = logging.getLogger(__name__)
 KICK_DEBOUNCE_MS = 1000
 
 
-def send(state: AppState, name: TaskName, **kwargs: Any) -> Any:
+def send(state: AppState, name: TaskName, countdown: float | None = None, **kwargs: Any) -> Any:
     """Publish a task without kombu's publish retries: a dead broker must fail fast, not stall a request."""
-    return state.celery.send_task(name.value, kwargs=kwargs, queue=queue_for(name.value).value, retry=False)
+    queue = queue_for(name.value).value
+    return state.celery.send_task(name.value, kwargs=kwargs, queue=queue, retry=False, countdown=countdown)
 
 
 def kick_annotation(state: AppState) -> bool:
     """Ask a worker to annotate new memories, at most once a second however many requests arrive.
 
-    Never fails the request: the memories are already committed and beat's periodic sweep finds them
-    even when this kick could not be sent (Redis down).
+    The first request of a window sets the debounce key and sends a sweep that runs just after the
+    window closes; every later request of the window committed before the key expired, so that one
+    sweep sees its memories too. Never fails the request: the memories are already committed, and
+    beat's periodic sweep finds them even when this kick could not be sent (Redis down).
     """
     try:
         if not state.sync_redis.set(state.keys.emotion_kick(), "1", nx=True, px=KICK_DEBOUNCE_MS):
             return False
-        send(state, TaskName.EMOTION_ANNOTATE_PENDING)
+        send(state, TaskName.EMOTION_ANNOTATE_PENDING, countdown=KICK_DEBOUNCE_MS / 1000 + 0.1)
         return True
     except (redis.RedisError, KombuOperationalError, OSError) as exc:
         log.warning("annotation kick not sent (%s); the periodic sweep will annotate", exc.__class__.__name__)

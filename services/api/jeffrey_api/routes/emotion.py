@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 import anyio
@@ -13,6 +15,7 @@ from redis.exceptions import RedisError
 from jeffrey_api.deps import MemoriesPrincipalDep, SettingsDep, StateDep
 from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
+from jeffrey_api.state import AppState
 from jeffrey_api.tasks import send
 from jeffrey_core.contract import TaskName
 
@@ -33,12 +36,13 @@ async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _:
     texts = [body.text] if body.text is not None else list(body.texts or [])
     timeout = body.timeout or settings.emotion.detect_timeout
     try:
-        if await state.redis.get(state.keys.breaker_state(BREAKER)) == "open":
-            raise unavailable(
-                "model_unavailable", "the emotion model's circuit breaker is open; retry later", 10
-            )
+        wait = await _breaker_wait(state, settings.emotion.breaker_reset_seconds)
     except RedisError as exc:
         raise unavailable("broker_unavailable", "Redis is not reachable; retry later") from exc
+    if wait is not None:
+        raise unavailable(
+            "model_unavailable", "the emotion model's circuit breaker is open; retry later", wait
+        )
     report, _cached = await state.readiness.report()
     if report.workers != "up":
         raise unavailable("no_worker", "no worker is reachable to run the emotion model; retry later", 10)
@@ -59,3 +63,19 @@ async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _:
         raise unavailable("broker_unavailable", "the broker (Redis) is not reachable; retry later") from exc
     detections = [EmotionDetection(**item) for item in items]
     return detections[0] if body.text is not None else DetectBatchOut(items=detections)
+
+
+async def _breaker_wait(state: AppState, reset_seconds: float) -> int | None:
+    """Seconds until the open breaker lets a probe through, or None when a call may go ahead.
+
+    Once the reset timeout has passed the call is let through: it is the half-open probe that
+    closes the breaker again (refusing it would keep the breaker open forever).
+    """
+    namespace = state.keys.breaker_namespace(BREAKER)
+    breaker_state, opened_at = await state.redis.mget(
+        f"{namespace}:pybreaker:state", f"{namespace}:pybreaker:opened_at"
+    )
+    if breaker_state != "open":
+        return None
+    remaining = float(opened_at or 0) + reset_seconds - time.time()
+    return max(1, math.ceil(remaining)) if remaining > 0 else None

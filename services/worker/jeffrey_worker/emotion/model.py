@@ -32,6 +32,11 @@ EKMAN_GROUPS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
+def _probability(p: float) -> float:
+    # 4 decimals, kept inside (0, 1): a calibrated model is never certain.
+    return min(0.9999, max(0.0001, round(float(p), 4)))
+
+
 @dataclass
 class EmotionResult:
     """One text's emotion, as stored on a memory and returned by /emotion/detect."""
@@ -91,8 +96,8 @@ class EnglishEmotionModel:
         return [self._result(*self.probabilities(text)) for text in texts]
 
     def _result(self, fine: np.ndarray[Any, Any], ekman: np.ndarray[Any, Any]) -> EmotionResult:
-        scores = {name: round(float(p), 4) for name, p in zip(self.ekman.labels, ekman, strict=True)}
-        fine_scores = {name: round(float(p), 4) for name, p in zip(self.fine.labels, fine, strict=True)}
+        scores = {name: _probability(p) for name, p in zip(self.ekman.labels, ekman, strict=True)}
+        fine_scores = {name: _probability(p) for name, p in zip(self.fine.labels, fine, strict=True)}
         label = self.ekman.labels[int(np.argmax(ekman))]
         group = EKMAN_GROUPS[label]
         fine_label = max(group, key=lambda name: fine_scores[name])
