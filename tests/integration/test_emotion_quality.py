@@ -1,4 +1,4 @@
-"""The committed emotion artefact reaches its quality floors on GoEmotions dev (test is for reporting only)."""
+"""The committed emotion artefact reaches its quality floors on GoEmotions dev (test is for reports only)."""
 
 from __future__ import annotations
 
