@@ -88,6 +88,16 @@ def find_redis_server() -> str | None:
         return None
 
 
+def _port_or_free(host: str, preferred: int) -> int:
+    """`preferred` when nothing listens there, else any free port."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, preferred))
+            return preferred
+        except OSError:
+            return free_port(host)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -181,6 +191,7 @@ class Stack:
         self.processes: list[ManagedProcess] = []
         self.secrets = DevSecrets.load_or_create(options.var_dir)
         self.redis_port = free_port()
+        self.worker_metrics_port = _port_or_free(options.host, 9808)
         self.env = self._child_env()
 
     def _print(self, line: str) -> None:
@@ -202,9 +213,16 @@ class Stack:
         )
         return env
 
-    def _add(self, name: str, argv: list[str], stdin_text: str | None = None) -> ManagedProcess:
+    def _add(
+        self,
+        name: str,
+        argv: list[str],
+        stdin_text: str | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> ManagedProcess:
+        env = {**self.env, **(extra_env or {})}
         process = ManagedProcess(
-            name, argv, self.env, COLOURS[len(self.processes) % len(COLOURS)], stdin_text=stdin_text
+            name, argv, env, COLOURS[len(self.processes) % len(COLOURS)], stdin_text=stdin_text
         )
         self.processes.append(process)
         process.start(self.out)
@@ -259,7 +277,15 @@ class Stack:
             api += ["--reload", *(arg for d in src for arg in ("--reload-dir", d))]
             worker = [py, "-m", "watchfiles", "--filter", "python", shlex.join(worker), *src]
         self._add("api", api)
-        self._add("worker", worker)
+        self._add(
+            "worker",
+            worker,
+            extra_env={
+                "WORKER_METRICS_PORT": str(self.worker_metrics_port),
+                "WORKER_METRICS_HOST": opts.host,
+                "PROMETHEUS_MULTIPROC_DIR": str(opts.var_dir / "worker-metrics"),
+            },
+        )
         self._add("beat", [py, "-m", "celery", "-A", "jeffrey_beat.app", "beat", "--loglevel", "INFO"])
         if opts.flower_port:
             flower = [py, "-m", "celery", "-A", "jeffrey_worker.app", "flower"]
@@ -295,6 +321,7 @@ class Stack:
                 f"  Flower       http://{o.host}:{o.flower_port}   (user admin, password in {secrets_file})"
             )
         lines += [
+            f"  Worker       http://{o.host}:{self.worker_metrics_port}/metrics   (Prometheus exporter)",
             f"  Redis        127.0.0.1:{self.redis_port} (private, password in {secrets_file})",
             f"  Database     {self.env['DATABASE_URL']}",
             "  Admin token (valid 7 days):",

@@ -152,6 +152,27 @@ def test_memories_journey(stack: RunningStack) -> None:
     assert httpx.get(memory_url, headers=alice).status_code == 404
 
 
+def test_memories_come_back_annotated_and_detect_works(stack: RunningStack) -> None:
+    alice = cli_token(stack, "alice")
+    api = f"{stack.base}/api/v1/memories"
+    created = httpx.post(
+        api, json={"text": "I'm so proud of my daughter, she graduated today!"}, headers=alice
+    )
+    url = f"{api}/{created.json()['id']}"
+    eventually(
+        lambda: httpx.get(url, headers=alice).json()["emotion"] is not None, 30, "memory never annotated"
+    )
+    memory = httpx.get(url, headers=alice).json()
+    assert memory["emotion"]["label"] == "joy" and memory["lang"] == "en"
+    detected = httpx.post(
+        f"{stack.base}/api/v1/emotion/detect", json={"text": "J'ai peur du noir"}, headers=alice
+    )
+    assert detected.status_code == 200 and detected.json()["label"] == "fear"
+    metrics_line = next(line for line in stack.output().splitlines() if "(Prometheus exporter)" in line)
+    worker_metrics = metrics_line.split()[1]
+    assert "jeffrey_emotion_ml_confidence" in httpx.get(worker_metrics).text
+
+
 def test_ctrl_c_stops_every_process_and_data_survives_a_restart(stack: RunningStack) -> None:
     alice = cli_token(stack, "alice")
     kept = httpx.post(
