@@ -15,11 +15,13 @@ app = typer.Typer(help="Jeffrey OS dream infrastructure.", no_args_is_help=True,
 token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 check_app = typer.Typer(help="Health checks for container orchestrators.", no_args_is_help=True)
+memories_app = typer.Typer(help="Memories, through the API.", no_args_is_help=True)
 stack_app = typer.Typer(help="The embedded stack that `make run` starts.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 app.add_typer(check_app, name="check")
+app.add_typer(memories_app, name="memories")
 
 
 def _settings() -> Settings:
@@ -47,16 +49,7 @@ def token_create(
 ) -> None:
     """Print a signed access token, and only the token, on stdout."""
     settings = _settings()
-    try:
-        secret = settings.require_secret_key()
-    except RuntimeError as exc:
-        dev_secrets = var_dir / "dev-secrets.json"
-        if settings.is_prod or not dev_secrets.exists():
-            typer.echo(f"{exc} (nor is there a {dev_secrets} from `make run`)", err=True)
-            raise typer.Exit(2) from exc
-        from jeffrey_core.stack import DevSecrets
-
-        secret = DevSecrets.load_or_create(var_dir).secret_key
+    secret = _signing_secret(settings, var_dir)
     scopes = [s.value for s in (scope or [Scope.MEMORIES])]
     typer.echo(mint_token(secret, user, scopes, ttl or settings.security.token_ttl_seconds))
 
@@ -97,6 +90,77 @@ def check_beat() -> None:
         typer.echo("no beat holds the scheduler lock", err=True)
         raise typer.Exit(1)
     typer.echo("beat holds the scheduler lock", err=True)
+
+
+@memories_app.command("import")
+def memories_import(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .jsonl or .csv file.")],
+    user: Annotated[str, typer.Option("--user", "-u", help="Whose memories these are.")],
+    api: Annotated[
+        str, typer.Option(envvar="JEFFREY_API_URL", help="API base URL.")
+    ] = "http://127.0.0.1:8000",
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="JEFFREY_TOKEN", help="Bearer token (admin to import for another user)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=500)] = 200,
+    var_dir: Annotated[Path, typer.Option(help="Embedded stack folder (for its dev secret).")] = Path("var"),
+) -> None:
+    """Stream FILE through the API in batches, with a progress bar and a summary (JSON on stdout)."""
+    import json
+
+    import httpx
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from jeffrey_core.auth import verify_token
+    from jeffrey_core.cli.importer import count_lines, import_file
+
+    if token is None:
+        token = _mint_for(user, var_dir)
+        acting_for = None
+    else:
+        settings = _settings()
+        try:
+            principal = verify_token(settings.require_secret_key(), token)
+            acting_for = None if principal.user_id == user else user
+        except Exception:
+            acting_for = user  # cannot read the token here: let the API decide
+    with (
+        httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=60) as client,
+        Progress(
+            TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
+        ) as progress,
+    ):
+        task = progress.add_task("import", total=count_lines(file))
+        summary = import_file(file, client, acting_for, batch_size, lambda n: progress.advance(task, n))
+    typer.echo(json.dumps(summary.as_dict(), indent=2))
+    typer.echo(
+        f"imported {summary.imported}, duplicates {summary.duplicates}, rejected {len(summary.rejected)}",
+        err=True,
+    )
+    for line, reason in summary.rejected[:20]:
+        typer.echo(f"  line {line}: {reason}", err=True)
+    if summary.aborted:
+        typer.echo(f"import stopped: {summary.aborted}", err=True)
+        raise typer.Exit(1)
+
+
+def _signing_secret(settings: Settings, var_dir: Path) -> str:
+    """JEFFREY_SECRET_KEY, or in dev mode the secret `make run` generated under var/."""
+    try:
+        return settings.require_secret_key()
+    except RuntimeError as exc:
+        dev_secrets = var_dir / "dev-secrets.json"
+        if settings.is_prod or not dev_secrets.exists():
+            typer.echo(f"{exc} (nor is there a {dev_secrets} from `make run`)", err=True)
+            raise typer.Exit(2) from exc
+        from jeffrey_core.stack import DevSecrets
+
+        return DevSecrets.load_or_create(var_dir).secret_key
+
+
+def _mint_for(user: str, var_dir: Path) -> str:
+    return mint_token(_signing_secret(_settings(), var_dir), user, ["memories"], 3600)
 
 
 @stack_app.command("up")
