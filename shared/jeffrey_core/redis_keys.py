@@ -34,6 +34,33 @@ class RedisKeys:
     def breaker_state(self, name: str) -> str:
         return f"{self.breaker_namespace(name)}:pybreaker:state"
 
+    def dream_lock(self, user_id: str) -> str:
+        """Held by the run consolidating this user (value: run id); TTL above the task time limit."""
+        return f"{self.prefix}:dream:lock:{user_id}"
+
+    def dream_lock_pattern(self) -> str:
+        return f"{self.prefix}:dream:lock:*"
+
+    def dream_enabled(self) -> str:
+        """Scheduled dreaming on/off ("1"/"0"); no TTL, owned by POST /dream/toggle; absent means on."""
+        return f"{self.prefix}:dream:enabled"
+
+    def dream_batch_size(self) -> str:
+        """The learned batch size B; no TTL, owned by the tuner."""
+        return f"{self.prefix}:dream:batch_size"
+
+    def dream_quality_average(self) -> str:
+        """Running average of batch quality, used by the tuner; no TTL."""
+        return f"{self.prefix}:dream:quality_avg"
+
+    def dream_cycle_slot(self, slot: int) -> str:
+        """Claimed by the first cycle of a schedule slot (TTL 1 h): a second beat's cycle is a no-op."""
+        return f"{self.prefix}:dream:cycle:{slot}"
+
+    def events_channel(self) -> str:
+        """Pub/sub channel of run progress events (nothing stored)."""
+        return f"{self.prefix}:events"
+
     def redbeat_lock(self) -> str:
         """Held by the beat that is scheduling; expires when it stops renewing (redbeat_lock_timeout)."""
         return f"{self.redbeat_prefix()}:lock"

@@ -6,7 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Index, Integer, LargeBinary, String, Text, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,3 +96,74 @@ class IdempotencyKey(Base):
     response: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+class Dream(Base):
+    """A theme the DreamEngine found in one user's memories."""
+
+    __tablename__ = "dreams"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)  # the run that created it
+    theme: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    term_weights: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
+    summary: Mapped[str] = mapped_column(Text, nullable=False)
+    summary_memory_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    dominant_emotion: Mapped[str | None] = mapped_column(String(32))
+    emotion_weights: Mapped[dict[str, float]] = mapped_column(JSON, nullable=False)
+    salience: Mapped[float] = mapped_column(Float, nullable=False)
+    member_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    first_memory_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_memory_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    centroid: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    algorithm_version: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_dreams_user_created", "user_id", "created_at", "id"),)
+
+
+class DreamRun(Base):
+    """One consolidation run for one user: a chain of batch tasks, each committing its progress here."""
+
+    __tablename__ = "dream_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | api | replay
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued | running | succeeded | failed
+    batches: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    memories_processed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    memories_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    dreams_created: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    dreams_updated: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    quality: Mapped[float | None] = mapped_column(Float)
+    quality_weight: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    cursor_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cursor_id: Mapped[str | None] = mapped_column(String(36))
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    error: Mapped[str | None] = mapped_column(Text)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (
+        Index("ix_dream_runs_user_queued", "user_id", "queued_at", "id"),
+        Index("ix_dream_runs_status", "status", "updated_at"),
+    )
+
+
+class Consolidation(Base):
+    """One row per consolidated memory: its primary key makes a second consolidation impossible."""
+
+    __tablename__ = "consolidations"
+
+    memory_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    )
+    run_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    dream_id: Mapped[str | None] = mapped_column(String(36))
+    consolidated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

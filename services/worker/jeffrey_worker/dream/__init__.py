@@ -1,0 +1,1 @@
+"""The DreamEngine: consolidate a user's memories into dreams, batch by batch."""

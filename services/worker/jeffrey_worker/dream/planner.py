@@ -1,0 +1,163 @@
+"""Plan one consolidation batch: which memories join which dream, which form new dreams. No I/O.
+
+The engine loads the batch and the user's dreams, asks for a plan, and writes it in one
+transaction. Keeping this pure makes quality, order independence and dream construction testable
+without a database.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from jeffrey_worker.dream import clustering
+
+ALGORITHM_VERSION = "dream-leader-hash-1"
+THEME_SIZE = 5
+TERMS_KEPT = 50
+
+
+@dataclass
+class PlanItem:
+    memory_id: str
+    text: str
+    created_at: datetime
+    vector: npt.NDArray[np.float32]
+    terms: dict[str, float]
+    emotion_label: str | None = None
+    emotion_confidence: float = 0.0
+    revisit: bool = False  # an earlier singleton, already consolidated, that may now join a dream
+
+
+@dataclass
+class DreamState:
+    """What the planner needs of an existing dream (and what it hands back updated)."""
+
+    id: str | None
+    centroid_sum: npt.NDArray[np.float32]  # unnormalised sum of member vectors
+    member_count: int
+    term_weights: dict[str, float]
+    emotion_weights: dict[str, float]
+    summary: str
+    summary_memory_id: str
+    summary_vector: npt.NDArray[np.float32]
+    first_memory_at: datetime
+    last_memory_at: datetime
+    new_members: list[PlanItem] = field(default_factory=list)
+
+    @property
+    def centroid(self) -> npt.NDArray[np.float32]:
+        norm = float(np.linalg.norm(self.centroid_sum))
+        out: npt.NDArray[np.float32] = self.centroid_sum / norm if norm > 0 else self.centroid_sum
+        return out
+
+    @property
+    def theme(self) -> list[str]:
+        return [t for t, _ in sorted(self.term_weights.items(), key=lambda kv: (-kv[1], kv[0]))[:THEME_SIZE]]
+
+    @property
+    def dominant_emotion(self) -> str | None:
+        weights = {k: v for k, v in self.emotion_weights.items() if v > 0}
+        return max(sorted(weights), key=lambda k: weights[k]) if weights else None
+
+    @property
+    def emotion_distribution(self) -> dict[str, float]:
+        total = sum(self.emotion_weights.values())
+        return {k: round(v / total, 4) for k, v in sorted(self.emotion_weights.items())} if total else {}
+
+    def salience(self, now: datetime) -> float:
+        """Grows with size, emotional intensity and recency; in [0, 1]."""
+        size = 1.0 - math.exp(-self.member_count / 8.0)
+        intensity = sum(v for k, v in self.emotion_weights.items() if k != "neutral") / max(
+            self.member_count, 1
+        )
+        age_days = max(0.0, (now - self.last_memory_at).total_seconds() / 86400)
+        recency = math.exp(-age_days / 30.0)
+        return round(size * (0.5 + 0.5 * min(1.0, intensity)) * (0.5 + 0.5 * recency), 4)
+
+    def absorb(self, items: list[PlanItem]) -> None:
+        """Add members: centroid, terms, emotions, time span and medoid summary move with them."""
+        for item in items:
+            self.centroid_sum = self.centroid_sum + item.vector
+            self.member_count += 1
+            for term, weight in item.terms.items():
+                self.term_weights[term] = self.term_weights.get(term, 0.0) + weight
+            if item.emotion_label:
+                label = item.emotion_label
+                self.emotion_weights[label] = self.emotion_weights.get(label, 0.0) + item.emotion_confidence
+            self.first_memory_at = min(self.first_memory_at, item.created_at)
+            self.last_memory_at = max(self.last_memory_at, item.created_at)
+            self.new_members.append(item)
+        kept = sorted(self.term_weights.items(), key=lambda kv: (-kv[1], kv[0]))[:TERMS_KEPT]
+        self.term_weights = {k: round(v, 4) for k, v in kept}
+        centroid = self.centroid
+        best = max(items, key=lambda i: (float(i.vector @ centroid), i.memory_id))
+        if float(best.vector @ centroid) > float(self.summary_vector @ centroid):
+            self.summary, self.summary_memory_id, self.summary_vector = best.text, best.memory_id, best.vector
+
+    @classmethod
+    def from_items(cls, items: list[PlanItem]) -> DreamState:
+        first = items[0]
+        state = cls(
+            id=None,
+            centroid_sum=np.zeros_like(first.vector),
+            member_count=0,
+            term_weights={},
+            emotion_weights={},
+            summary=first.text,
+            summary_memory_id=first.memory_id,
+            summary_vector=np.zeros_like(first.vector),
+            first_memory_at=first.created_at,
+            last_memory_at=first.created_at,
+        )
+        state.absorb(items)
+        return state
+
+
+@dataclass
+class Plan:
+    updated: list[DreamState]
+    created: list[DreamState]
+    singletons: list[PlanItem]
+    quality: float | None
+    points: int
+
+
+def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
+    """Attach, cluster and score `items` (batch memories plus revisited singletons)."""
+    ordered = sorted(items, key=lambda i: (i.created_at, i.memory_id))
+    if not ordered:
+        return Plan([], [], [], None, 0)
+    vectors = np.stack([i.vector for i in ordered]).astype(np.float32)
+    centroids = (
+        np.stack([d.centroid for d in dreams]).astype(np.float32)
+        if dreams
+        else np.zeros((0, vectors.shape[1]), np.float32)
+    )
+    assignment = clustering.assign(vectors, centroids)
+
+    by_dream: dict[int, list[int]] = {}
+    for i, dream_index in enumerate(assignment.attached):
+        if dream_index is not None:
+            by_dream.setdefault(dream_index, []).append(i)
+    updated = []
+    for dream_index, members in sorted(by_dream.items()):
+        dreams[dream_index].absorb([ordered[i] for i in members])
+        updated.append(dreams[dream_index])
+    created = [DreamState.from_items([ordered[i] for i in members]) for members in assignment.clusters]
+
+    groups = [members for _, members in sorted(by_dream.items())] + assignment.clusters
+    group_centroids = [dreams[d].centroid for d in sorted(by_dream)] + [c.centroid for c in created]
+    score = clustering.quality(
+        vectors,
+        groups,
+        [i.emotion_label for i in ordered],
+        np.stack(group_centroids).astype(np.float32) if group_centroids else None,
+    )
+    grouped = {i for g in groups for i in g}
+    singletons = [item for i, item in enumerate(ordered) if i not in grouped]
+    return Plan(updated, created, singletons, score, len(ordered))

@@ -1,0 +1,151 @@
+"""Dream and dream-run queries shared by the API and the workers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy.orm import Session
+
+from jeffrey_core.store.memories import Cursor
+from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory, utcnow
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed")
+
+
+def create_run(session: Session, user_id: str, trigger: str) -> DreamRun:
+    run = DreamRun(
+        user_id=user_id,
+        trigger=trigger,
+        status="queued",
+        memories_total=count_pending(session, user_id),
+        timings={},
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def count_pending(session: Session, user_id: str | None = None) -> int:
+    query = select(func.count()).select_from(Memory).where(Memory.consolidated_at.is_(None))
+    if user_id is not None:
+        query = query.where(Memory.user_id == user_id)
+    return int(session.scalar(query) or 0)
+
+
+def users_with_pending(session: Session, minimum: int) -> list[tuple[str, int]]:
+    query = (
+        select(Memory.user_id, func.count())
+        .where(Memory.consolidated_at.is_(None))
+        .group_by(Memory.user_id)
+        .having(func.count() >= minimum)
+        .order_by(Memory.user_id)
+    )
+    return [(user, int(n)) for user, n in session.execute(query)]
+
+
+def active_run(session: Session, user_id: str) -> DreamRun | None:
+    query = select(DreamRun).where(DreamRun.user_id == user_id, DreamRun.status.in_(ACTIVE))
+    return session.scalars(query.order_by(DreamRun.queued_at).limit(1)).first()
+
+
+def stale_runs(session: Session, older_than: timedelta) -> Sequence[DreamRun]:
+    """Active runs without progress for a while: their batch message was lost and needs re-sending."""
+    cutoff = utcnow() - older_than
+    return session.scalars(
+        select(DreamRun).where(DreamRun.status.in_(ACTIVE), DreamRun.updated_at < cutoff)
+    ).all()
+
+
+def _page_filter(created: Any, ident: Any, cursor: Cursor | None) -> ColumnElement[bool]:
+    if cursor is None:
+        return true()
+    return or_(created < cursor.created_at, and_(created == cursor.created_at, ident < cursor.id))
+
+
+def list_runs(
+    session: Session, user_id: str | None, limit: int, cursor: Cursor | None
+) -> tuple[list[DreamRun], Cursor | None]:
+    query = select(DreamRun)
+    if user_id is not None:
+        query = query.where(DreamRun.user_id == user_id)
+    query = query.where(_page_filter(DreamRun.queued_at, DreamRun.id, cursor))
+    rows = list(
+        session.scalars(query.order_by(DreamRun.queued_at.desc(), DreamRun.id.desc()).limit(limit + 1))
+    )
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], Cursor(rows[limit - 1].queued_at, rows[limit - 1].id)
+
+
+def list_dreams(
+    session: Session, user_id: str, limit: int, cursor: Cursor | None
+) -> tuple[list[Dream], Cursor | None]:
+    query = select(Dream).where(Dream.user_id == user_id)
+    query = query.where(_page_filter(Dream.created_at, Dream.id, cursor))
+    rows = list(session.scalars(query.order_by(Dream.created_at.desc(), Dream.id.desc()).limit(limit + 1)))
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], Cursor(rows[limit - 1].created_at, rows[limit - 1].id)
+
+
+def dream_member_ids(session: Session, dream_id: str) -> list[str]:
+    query = select(Memory.id).where(Memory.dream_id == dream_id).order_by(Memory.created_at, Memory.id)
+    return list(session.scalars(query))
+
+
+def run_counts(session: Session, user_id: str | None = None) -> dict[str, int]:
+    query = select(DreamRun.status, func.count()).group_by(DreamRun.status)
+    if user_id is not None:
+        query = query.where(DreamRun.user_id == user_id)
+    return {status: int(n) for status, n in session.execute(query)}
+
+
+def last_run(session: Session, user_id: str | None = None, status: str | None = None) -> DreamRun | None:
+    query = select(DreamRun)
+    if user_id is not None:
+        query = query.where(DreamRun.user_id == user_id)
+    if status is not None:
+        query = query.where(DreamRun.status == status).order_by(DreamRun.finished_at.desc())
+    else:
+        query = query.order_by(DreamRun.queued_at.desc())
+    return session.scalars(query.limit(1)).first()
+
+
+def average_quality(session: Session, user_id: str | None = None) -> float | None:
+    query = select(func.avg(DreamRun.quality)).where(
+        DreamRun.status == "succeeded", DreamRun.quality.is_not(None)
+    )
+    if user_id is not None:
+        query = query.where(DreamRun.user_id == user_id)
+    value = session.scalar(query)
+    return None if value is None else float(value)
+
+
+def run_durations(session: Session) -> list[float]:
+    query = select(DreamRun.started_at, DreamRun.finished_at).where(
+        DreamRun.status.in_(FINISHED), DreamRun.started_at.is_not(None), DreamRun.finished_at.is_not(None)
+    )
+    return [(end - start).total_seconds() for start, end in session.execute(query) if start and end]
+
+
+def consolidation_count(session: Session, memory_ids: Sequence[str]) -> int:
+    query = select(func.count()).select_from(Consolidation).where(Consolidation.memory_id.in_(memory_ids))
+    return int(session.scalar(query) or 0)
+
+
+def finish_run(session: Session, run: DreamRun, status: str, error: str | None = None) -> None:
+    now = utcnow()
+    run.status = status
+    run.error = error
+    run.finished_at = now
+    run.updated_at = now
+    if run.started_at is not None:
+        run.timings = {**(run.timings or {}), "run_seconds": round((now - run.started_at).total_seconds(), 3)}
+
+
+def since(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
