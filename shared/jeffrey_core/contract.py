@@ -31,6 +31,10 @@ class TaskName(StrEnum):
     EMOTION_DETECT = "jeffrey.emotion.detect"
     # Annotate memories that have no emotion yet, in micro-batches; kicked by the API, swept by beat.
     EMOTION_ANNOTATE_PENDING = "jeffrey.emotion.annotate_pending"
+    # One batch of a dream run; it sends the next batch itself until the user's memories are done.
+    DREAM_CONSOLIDATE_BATCH = "jeffrey.dream.consolidate_batch"
+    # Beat's dream cycle: one run per user with enough pending memories (honours the toggle).
+    DREAM_CYCLE = "jeffrey.dream.cycle"
 
 
 TASK_ROUTES: dict[str, dict[str, str]] = {

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# kombu's Redis transport keeps one list per priority step (default steps 0, 3, 6, 9).
+_PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+
+
+def celery_queue_keys(queue: str) -> list[str]:
+    """The Redis lists holding a Celery queue's messages (owned by kombu)."""
+    return [queue + suffix for suffix in _PRIORITY_SUFFIXES]
+
 
 @dataclass(frozen=True)
 class RedisKeys:

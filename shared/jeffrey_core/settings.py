@@ -123,6 +123,29 @@ class EmotionSettings(_Section):
     fault: Literal["", "fail", "slow"] = Field("", validation_alias="EMOTION_FAULT")
 
 
+class DreamSettings(_Section):
+    schedule: str = Field("*/15 * * * *", validation_alias="DREAM_SCHEDULE")
+    min_pending: int = Field(10, ge=1, validation_alias="DREAM_MIN_PENDING")
+    batch_min: int = Field(25, ge=1, validation_alias="DREAM_BATCH_MIN")
+    batch_max: int = Field(500, ge=1, validation_alias="DREAM_BATCH_MAX")
+    batch_initial: int = Field(100, ge=1, validation_alias="DREAM_BATCH_INITIAL")
+    target_batch_seconds: float = Field(15.0, gt=0, validation_alias="DREAM_TARGET_BATCH_SECONDS")
+    lock_wait_seconds: float = Field(600.0, gt=0, validation_alias="DREAM_LOCK_WAIT_SECONDS")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("DREAM_SCHEDULE must be a 5-field cron expression, e.g. '*/15 * * * *'")
+        return value
+
+    @model_validator(mode="after")
+    def _bounds(self) -> DreamSettings:
+        if not self.batch_min <= self.batch_initial <= self.batch_max:
+            raise ValueError("need DREAM_BATCH_MIN <= DREAM_BATCH_INITIAL <= DREAM_BATCH_MAX")
+        return self
+
+
 class WorkerSettings(_Section):
     # Prometheus exporter of the worker's main process (0 disables it).
     metrics_port: int = Field(9808, ge=0, le=65535, validation_alias="WORKER_METRICS_PORT")
@@ -152,6 +175,7 @@ class Settings(BaseModel):
     flower: FlowerSettings = Field(default_factory=lambda: FlowerSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     emotion: EmotionSettings = Field(default_factory=lambda: EmotionSettings())
+    dream: DreamSettings = Field(default_factory=lambda: DreamSettings())
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
     observability: ObservabilitySettings = Field(default_factory=lambda: ObservabilitySettings())
 

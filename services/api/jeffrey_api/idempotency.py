@@ -9,9 +9,15 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from jeffrey_api.errors import ApiError
+from jeffrey_core.store import memories as repo
 
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -38,4 +44,48 @@ def conflict() -> ApiError:
         409,
         "idempotency_key_reused",
         "this Idempotency-Key was already used with a different request body",
+    )
+
+
+def commit_once(
+    session: Session,
+    owner: str,
+    key: str | None,
+    fingerprint: str,
+    ttl_seconds: int,
+    status_code: int,
+    create: Callable[[], dict[str, Any]],
+) -> tuple[JSONResponse, bool]:
+    """Run `create` (which adds rows to `session`) and commit, at most once per Idempotency-Key.
+
+    Returns the response and whether this call did the work (False for a replay), so the caller
+    knows whether to enqueue follow-up tasks.
+    """
+    if key is not None:
+        replay = _replay(session, owner, key, fingerprint)
+        if replay is not None:
+            return replay, False
+    payload = create()
+    if key is not None:
+        repo.save_idempotent_response(session, owner, key, fingerprint, status_code, payload, ttl_seconds)
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another request with the same key committed first: answer as that one did.
+        session.rollback()
+        replay = _replay(session, owner, key, fingerprint) if key is not None else None
+        if replay is None:
+            raise
+        return replay, False
+    return JSONResponse(payload, status_code=status_code), True
+
+
+def _replay(session: Session, owner: str, key: str, fingerprint: str) -> JSONResponse | None:
+    stored = repo.find_idempotent_response(session, owner, key)
+    if stored is None:
+        return None
+    if stored.request_hash != fingerprint:
+        raise conflict()
+    return JSONResponse(
+        stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
     )

@@ -12,10 +12,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_fastapi_instrumentator import Instrumentator
 
 import jeffrey_core
+from jeffrey_api.dream_metrics import DreamCollector
 from jeffrey_api.errors import install_error_handlers
 from jeffrey_api.middleware import RequestIdMiddleware
 from jeffrey_api.readiness import ReadinessProbe
-from jeffrey_api.routes import emotion, health, memories, ops
+from jeffrey_api.routes import dreams, emotion, events, health, memories, ops
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
 from jeffrey_core.celery_factory import create_celery
@@ -89,9 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         excluded_handlers=["/metrics"],
         should_group_status_codes=False,
     ).instrument(app)
+    registry.register(DreamCollector(lambda: getattr(app.state, "jeffrey", None)))
     app.include_router(health.router)
     app.include_router(memories.router)
     app.include_router(emotion.router)
+    app.include_router(dreams.router)
+    app.include_router(events.router)
     app.include_router(ops.router)
     return app
 

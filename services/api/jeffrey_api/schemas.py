@@ -160,3 +160,87 @@ class ErrorBody(BaseModel):
 
 class ErrorEnvelope(BaseModel):
     error: ErrorBody
+
+
+class DreamRunOut(BaseModel):
+    id: str
+    user_id: str
+    trigger: str
+    status: str
+    batches: int
+    memories_processed: int
+    memories_total: int
+    dreams_created: int
+    dreams_updated: int
+    quality: float | None
+    batch_size: int | None
+    timings: dict[str, Any]
+    error: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> DreamRunOut:
+        return cls.model_validate(row, from_attributes=True)
+
+
+class DreamRunPage(BaseModel):
+    items: list[DreamRunOut]
+    next_cursor: str | None
+
+
+class DreamRunAccepted(BaseModel):
+    run_id: str
+    status: str
+    status_url: str
+
+
+class DreamOut(BaseModel):
+    id: str
+    user_id: str
+    run_id: str
+    theme: list[str]
+    summary: str
+    dominant_emotion: str | None
+    emotion_distribution: dict[str, float]
+    salience: float
+    member_count: int
+    first_memory_at: datetime
+    last_memory_at: datetime
+    algorithm_version: str
+    created_at: datetime
+    updated_at: datetime
+    member_ids: list[str] | None = None
+
+    @classmethod
+    def from_row(cls, row: Any, member_ids: list[str] | None = None) -> DreamOut:
+        total = sum(row.emotion_weights.values()) or 1.0
+        return cls(
+            id=row.id,
+            user_id=row.user_id,
+            run_id=row.run_id,
+            theme=row.theme,
+            summary=row.summary,
+            dominant_emotion=row.dominant_emotion,
+            emotion_distribution={k: round(v / total, 4) for k, v in sorted(row.emotion_weights.items())},
+            salience=row.salience,
+            member_count=row.member_count,
+            first_memory_at=row.first_memory_at,
+            last_memory_at=row.last_memory_at,
+            algorithm_version=row.algorithm_version,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            member_ids=member_ids,
+        )
+
+
+class DreamPage(BaseModel):
+    items: list[DreamOut]
+    next_cursor: str | None
+
+
+class ToggleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool

@@ -15,6 +15,7 @@ from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import TaskName
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.redis_keys import RedisKeys
+from jeffrey_core.schedule import cron_schedule
 from jeffrey_core.settings import Settings, get_settings
 
 # Beat wakes at least this often; the lock outlives a few loops so a short stall does not hand over.
@@ -28,6 +29,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": TaskName.BEAT_HEARTBEAT.value,
             "schedule": settings.celery.beat_heartbeat_seconds,
             "options": {"expires": settings.celery.beat_heartbeat_seconds},
+        },
+        "dream-cycle": {
+            "task": TaskName.DREAM_CYCLE.value,
+            "schedule": cron_schedule(settings.dream.schedule),
         },
         # Safety net for annotation kicks the API could not send (Redis down at that moment).
         "emotion-sweep": {

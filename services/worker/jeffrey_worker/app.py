@@ -24,7 +24,7 @@ from jeffrey_core.settings import Settings, get_settings
 
 def create_worker_app(settings: Settings) -> Celery:
     app = create_celery(settings, main="jeffrey-worker")
-    app.conf.include = ["jeffrey_worker.tasks"]
+    app.conf.include = ["jeffrey_worker.tasks", "jeffrey_worker.dream_tasks"]
     if settings.celery.worker_concurrency:
         app.conf.worker_concurrency = settings.celery.worker_concurrency
     return app

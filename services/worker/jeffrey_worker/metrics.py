@@ -59,6 +59,8 @@ class WorkerMetrics:
     inference_seconds: Any
     breaker_state: Any
     annotations: Any
+    dream_batches: Any
+    dream_batch_seconds: Any
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +95,16 @@ def worker_metrics() -> WorkerMetrics:
             "jeffrey_emotion_annotations_total",
             "Memories annotated (written) or skipped (already annotated: a redelivery).",
             ["outcome"],
+        ),
+        dream_batches=Counter(
+            "jeffrey_dream_batches_total",
+            "Dream batches by outcome (committed, time_limit, retry, failed).",
+            ["outcome"],
+        ),
+        dream_batch_seconds=Histogram(
+            "jeffrey_dream_batch_duration_seconds",
+            "Duration of one committed dream consolidation batch.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60),
         ),
     )
 

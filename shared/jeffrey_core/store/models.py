@@ -149,7 +149,10 @@ class DreamRun(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # Optimistic concurrency: two copies of the same batch message cannot both commit progress.
+    version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 - SQLAlchemy's declarative API
     __table_args__ = (
         Index("ix_dream_runs_user_queued", "user_id", "queued_at", "id"),
         Index("ix_dream_runs_status", "status", "updated_at"),

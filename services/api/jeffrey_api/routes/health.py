@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,4 +42,6 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
 async def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)
+    # Collectors read the database and Redis: keep that off the event loop.
+    body = await anyio.to_thread.run_sync(generate_latest, state.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
 
 from jeffrey_api import idempotency
 from jeffrey_api.deps import MemoriesPrincipalDep, SessionDep, SettingsDep, StateDep, acting_user
@@ -58,43 +57,18 @@ def create_memories(
     items = body.memories if isinstance(body, MemoryBatchCreate) else [body]
     fingerprint = idempotency.request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
 
-    if key is not None:
-        replay = _replay(session, owner, key, fingerprint)
-        if replay is not None:
-            return replay
+    def create() -> dict[str, Any]:
+        new = [repo.NewMemory(text=i.text, meta=i.meta, created_at=i.created_at) for i in items]
+        outs = [MemoryOut.from_row(r) for r in repo.add_memories(session, owner, new)]
+        payload: dict[str, Any] = jsonable_encoder(MemoryBatchOut(items=outs) if is_batch else outs[0])
+        return payload
 
-    new = [repo.NewMemory(text=i.text, meta=i.meta, created_at=i.created_at) for i in items]
-    rows = repo.add_memories(session, owner, new)
-    outs = [MemoryOut.from_row(r) for r in rows]
-    payload: dict[str, Any] = jsonable_encoder(MemoryBatchOut(items=outs) if is_batch else outs[0])
-    if key is not None:
-        repo.save_idempotent_response(
-            session, owner, key, fingerprint, 201, payload, settings.api.idempotency_ttl_seconds
-        )
-    try:
-        session.commit()
-        kick_annotation(state)
-    except IntegrityError:
-        # Another request with the same key committed first: answer as that one did.
-        session.rollback()
-        if key is None:
-            raise
-        replay = _replay(session, owner, key, fingerprint)
-        if replay is None:
-            raise
-        return replay
-    return JSONResponse(payload, status_code=201)
-
-
-def _replay(session: SessionDep, owner: str, key: str, fingerprint: str) -> JSONResponse | None:
-    stored = repo.find_idempotent_response(session, owner, key)
-    if stored is None:
-        return None
-    if stored.request_hash != fingerprint:
-        raise idempotency.conflict()
-    return JSONResponse(
-        stored.response, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"}
+    response, created = idempotency.commit_once(
+        session, owner, key, fingerprint, settings.api.idempotency_ttl_seconds, 201, create
     )
+    if created:
+        kick_annotation(state)
+    return response
 
 
 @router.get("", response_model=MemoryPage, summary="List memories, newest first (cursor pagination)")

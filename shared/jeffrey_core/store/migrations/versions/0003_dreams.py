@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("started_at", sa.DateTime()),
         sa.Column("finished_at", sa.DateTime()),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
     )
     op.create_index("ix_dream_runs_user_queued", "dream_runs", ["user_id", "queued_at", "id"])
     op.create_index("ix_dream_runs_status", "dream_runs", ["status", "updated_at"])

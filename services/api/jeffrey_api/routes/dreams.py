@@ -1,0 +1,149 @@
+"""/api/v1/dream/* (runs, status, toggle) and /api/v1/dreams (what the runs produced)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from jeffrey_api import idempotency
+from jeffrey_api.deps import AdminDep, MemoriesPrincipalDep, SessionDep, SettingsDep, StateDep, acting_user
+from jeffrey_api.dream_state import dream_status
+from jeffrey_api.errors import ApiError
+from jeffrey_api.routes.memories import UserIdQuery
+from jeffrey_api.schemas import (
+    DreamOut,
+    DreamPage,
+    DreamRunAccepted,
+    DreamRunOut,
+    DreamRunPage,
+    ToggleRequest,
+)
+from jeffrey_api.tasks import send
+from jeffrey_core.contract import TaskName
+from jeffrey_core.store import dreams as store
+from jeffrey_core.store.memories import Cursor, InvalidCursorError
+from jeffrey_core.store.models import Dream, DreamRun
+
+router = APIRouter(prefix="/api/v1", tags=["dreams"])
+CursorQuery = Annotated[str | None, Query(max_length=512)]
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+
+
+def _cursor(token: str | None) -> Cursor | None:
+    try:
+        return Cursor.decode(token) if token else None
+    except InvalidCursorError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+
+
+@router.post(
+    "/dream/run", status_code=202, response_model=DreamRunAccepted, summary="Start a dream run for a user"
+)
+def start_run(
+    request: Request,
+    principal: MemoriesPrincipalDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    state: StateDep,
+    force: bool = False,
+    user_id: UserIdQuery = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> JSONResponse:
+    owner = acting_user(principal, user_id)
+    key = idempotency.validate_key(idempotency_key)
+    if not force and state.sync_redis.get(state.keys.dream_enabled()) == "0":
+        raise ApiError(
+            409, "dreams_disabled", "dreaming is disabled; POST /api/v1/dream/toggle or use ?force=true"
+        )
+    fingerprint = idempotency.request_fingerprint("POST", request.url.path, {"user": owner, "force": force})
+    run_ids: list[str] = []
+
+    def create() -> dict[str, Any]:
+        run = store.create_run(session, owner, "api")
+        run_ids.append(run.id)
+        return {"run_id": run.id, "status": run.status, "status_url": f"/api/v1/dream/runs/{run.id}"}
+
+    response, created = idempotency.commit_once(
+        session, owner, key, fingerprint, settings.api.idempotency_ttl_seconds, 202, create
+    )
+    if created:
+        # The run is durable in the database; if this send fails, beat's cycle re-sends stale runs.
+        try:
+            send(state, TaskName.DREAM_CONSOLIDATE_BATCH, run_id=run_ids[0], seq=0)
+        except Exception as exc:  # broker down: the run waits as `queued`
+            import logging
+
+            logging.getLogger(__name__).warning("dream run %s queued but not sent: %s", run_ids[0], exc)
+    return response
+
+
+def _visible_run(session: SessionDep, principal: Any, run_id: str) -> DreamRun:
+    run = session.get(DreamRun, run_id)
+    if run is None or (run.user_id != principal.user_id and not principal.is_admin):
+        raise ApiError(404, "run_not_found", f"dream run {run_id} does not exist", {"id": run_id})
+    return run
+
+
+@router.get("/dream/runs/{run_id}", response_model=DreamRunOut, summary="One run: status, progress, quality")
+def get_run(run_id: str, principal: MemoriesPrincipalDep, session: SessionDep) -> DreamRunOut:
+    return DreamRunOut.from_row(_visible_run(session, principal, run_id))
+
+
+@router.get("/dream/runs", response_model=DreamRunPage, summary="Runs, newest first")
+def list_runs(
+    principal: MemoriesPrincipalDep,
+    session: SessionDep,
+    user_id: UserIdQuery = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> DreamRunPage:
+    scope: str | None = acting_user(principal, user_id)
+    if principal.is_admin and user_id is None:
+        scope = None  # an admin sees every user's runs
+    rows, next_cursor = store.list_runs(session, scope, limit, _cursor(cursor))
+    return DreamRunPage(
+        items=[DreamRunOut.from_row(r) for r in rows],
+        next_cursor=next_cursor.encode() if next_cursor else None,
+    )
+
+
+@router.get(
+    "/dream/status", summary="DreamEngine state: toggle, schedule, runs, quality, batch size, DLQ, locks"
+)
+async def status(principal: MemoriesPrincipalDep, state: StateDep) -> dict[str, Any]:
+    scope = None if principal.is_admin else principal.user_id
+    body: dict[str, Any] = jsonable_encoder(await dream_status(state, scope))
+    return body
+
+
+@router.post("/dream/toggle", summary="Enable or disable scheduled dreaming (admin; forced runs ignore it)")
+async def toggle(body: ToggleRequest, state: StateDep, _: AdminDep) -> dict[str, bool]:
+    await state.redis.set(state.keys.dream_enabled(), "1" if body.enabled else "0")
+    return {"enabled": body.enabled}
+
+
+@router.get("/dreams", response_model=DreamPage, summary="Dreams, newest first")
+def list_dreams(
+    principal: MemoriesPrincipalDep,
+    session: SessionDep,
+    user_id: UserIdQuery = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> DreamPage:
+    rows, next_cursor = store.list_dreams(session, acting_user(principal, user_id), limit, _cursor(cursor))
+    return DreamPage(
+        items=[DreamOut.from_row(r) for r in rows], next_cursor=next_cursor.encode() if next_cursor else None
+    )
+
+
+@router.get("/dreams/{dream_id}", response_model=DreamOut, summary="One dream with its member memory ids")
+def get_dream(
+    dream_id: str, principal: MemoriesPrincipalDep, session: SessionDep, user_id: UserIdQuery = None
+) -> DreamOut:
+    row = session.get(Dream, dream_id)
+    if row is None or row.user_id != acting_user(principal, user_id):
+        raise ApiError(404, "dream_not_found", f"dream {dream_id} does not exist", {"id": dream_id})
+    return DreamOut.from_row(row, store.dream_member_ids(session, dream_id))
