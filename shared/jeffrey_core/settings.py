@@ -131,6 +131,8 @@ class DreamSettings(_Section):
     batch_initial: int = Field(100, ge=1, validation_alias="DREAM_BATCH_INITIAL")
     target_batch_seconds: float = Field(15.0, gt=0, validation_alias="DREAM_TARGET_BATCH_SECONDS")
     lock_wait_seconds: float = Field(600.0, gt=0, validation_alias="DREAM_LOCK_WAIT_SECONDS")
+    # Test hook: hold each batch's transaction open this long before committing. Refused in prod.
+    fault_delay_seconds: float = Field(0.0, ge=0, validation_alias="DREAM_FAULT_DELAY_SECONDS")
 
     @field_validator("schedule")
     @classmethod
@@ -225,6 +227,8 @@ def production_problems(settings: Settings) -> list[str]:
     check("FLOWER_BASIC_AUTH (password part)", SecretStr(flower.partition(":")[2]) if flower else None)
     if settings.emotion.fault:
         problems.append("EMOTION_FAULT is a test hook and must be empty")
+    if settings.dream.fault_delay_seconds:
+        problems.append("DREAM_FAULT_DELAY_SECONDS is a test hook and must be 0")
     if "*" in settings.security.cors_origins:
         problems.append("CORS_ORIGINS must not allow '*'")
     return problems

@@ -267,6 +267,11 @@ class Stack:
     def start_services(self) -> None:
         py = sys.executable
         opts = self.options
+        for name, port in (("API", opts.api_port), ("Flower", opts.flower_port)):
+            if port and _port_or_free(opts.host, port) != port:
+                raise RuntimeError(
+                    f"{name} port {opts.host}:{port} is already in use (see README, Troubleshooting)"
+                )
         api = [py, "-m", "uvicorn", "jeffrey_api.main:app", "--host", opts.host, "--port", str(opts.api_port)]
         api += ["--no-access-log", "--timeout-graceful-shutdown", "10"]
         worker = [py, "-m", "celery", "-A", "jeffrey_worker.app", "worker", "-E", "--loglevel", "INFO"]

@@ -28,8 +28,9 @@ from jeffrey_core.store.models import DreamRun, utcnow
 from jeffrey_worker.dream import engine
 from jeffrey_worker.dream.tuner import BatchSizeTuner, RedisTunerStore
 from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model
+from jeffrey_worker.emotion_service import record_predictions
 from jeffrey_worker.metrics import worker_metrics
-from jeffrey_worker.resources import _once, redis_client, redis_keys, sessions
+from jeffrey_worker.resources import _once, guarded_detector, redis_client, redis_keys, sessions
 
 log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 2.0
@@ -98,9 +99,11 @@ def consolidate_batch(self: Any, run_id: str, seq: int | None = None) -> dict[st
             if run.status == "queued":
                 run.status, run.started_at = "running", utcnow()
                 _event("run.started", run)
-            outcome = engine.run_batch(session, run, size, embedder(), utcnow())
+            outcome = engine.run_batch(session, run, size, embedder(), utcnow(), annotate=_annotate)
             if outcome.exhausted:
                 store.finish_run(session, run, "succeeded")
+            if settings.dream.fault_delay_seconds:
+                time.sleep(settings.dream.fault_delay_seconds)  # test hook: widen the window before commit
             session.commit()
             snapshot = _snapshot(run)
     except SoftTimeLimitExceeded:
@@ -133,7 +136,7 @@ def consolidate_batch(self: Any, run_id: str, seq: int | None = None) -> dict[st
         run_id=run_id,
         user_id=user_id,
         processed=outcome.processed,
-        quality=outcome.quality,
+        batch_quality=outcome.quality,
         batch_size=size,
         next_batch_size=new_size,
         **snapshot,
@@ -154,6 +157,13 @@ def consolidate_batch(self: Any, run_id: str, seq: int | None = None) -> dict[st
             TaskName.DREAM_CONSOLIDATE_BATCH.value, args=[run_id], kwargs={"seq": snapshot["batches"]}
         )
     return {"run_id": run_id, **snapshot}
+
+
+def _annotate(texts: list[str]) -> list[dict[str, Any]]:
+    """Emotions for batch memories the annotation sweep has not reached yet (same model, same breaker)."""
+    results = guarded_detector().detect(texts)
+    record_predictions(results)
+    return [r.as_dict() for r in results]
 
 
 def _snapshot(run: DreamRun) -> dict[str, Any]:

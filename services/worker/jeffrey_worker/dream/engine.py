@@ -9,13 +9,16 @@ a crash before that commit leaves no trace, so a redelivered batch starts from t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from jeffrey_core.store.annotations import write_annotation
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory
 from jeffrey_worker.dream import planner
 from jeffrey_worker.dream.vectors import MODEL_NAME, Embedder, from_bytes, to_bytes
@@ -38,8 +41,16 @@ class BatchOutcome:
     exhausted: bool  # fewer memories than B were left: the run is complete
 
 
+Annotator = Callable[[list[str]], list[dict[str, Any]]]
+
+
 def run_batch(
-    session: Session, run: DreamRun, batch_size: int, embedder: Embedder, now: datetime
+    session: Session,
+    run: DreamRun,
+    batch_size: int,
+    embedder: Embedder,
+    now: datetime,
+    annotate: Annotator | None = None,
 ) -> BatchOutcome:
     started = time.perf_counter()
     query = select(Memory).where(Memory.user_id == run.user_id, Memory.consolidated_at.is_(None))
@@ -54,6 +65,8 @@ def run_batch(
     if not rows:
         return BatchOutcome(0, 0, 0, None, time.perf_counter() - started, exhausted=True)
 
+    if annotate is not None:
+        _annotate_missing(session, rows, annotate)
     items = [_item(row, embedder) for row in rows]
     revisit = session.scalars(
         select(Memory)
@@ -126,6 +139,17 @@ def run_batch(
     return BatchOutcome(
         len(rows), len(plan.created), len(plan.updated), plan.quality, seconds, len(rows) < batch_size
     )
+
+
+def _annotate_missing(session: Session, rows: list[Memory], annotate: Annotator) -> None:
+    """Dreams weigh emotions: annotate the batch's memories the sweep has not reached yet."""
+    missing = [row for row in rows if row.emotion_model_version is None]
+    if not missing:
+        return
+    for row, emotion in zip(missing, annotate([row.text for row in missing]), strict=True):
+        lang = emotion.pop("lang", None)
+        if write_annotation(session, row.id, emotion, lang):
+            session.refresh(row)
 
 
 def _item(row: Memory, embedder: Embedder, revisit: bool = False) -> planner.PlanItem:

@@ -51,7 +51,7 @@ def content_words(text: str) -> list[str]:
     for word in _WORD.findall(text.lower().replace("’", "'")):
         if word in STOP_WORDS or _fold(word) in STOP_WORDS:
             continue
-        if len(word) > 4 and word.endswith("s") and not word.endswith("ss"):
+        if len(word) > 4 and word.endswith("s") and not word.endswith(("ss", "is", "us")):
             word = word[:-1]
         words.append(word)
     return words
