@@ -173,6 +173,50 @@ def test_memories_come_back_annotated_and_detect_works(stack: RunningStack) -> N
     assert "jeffrey_emotion_ml_confidence" in httpx.get(worker_metrics).text
 
 
+def test_forced_dream_run_moves_status_metrics_and_streams_events(stack: RunningStack) -> None:
+    admin = cli_token(stack, "dreamer", "admin", "memories")
+    texts = [f"{w} at the beach with sand and waves" for w in ("swimming", "surfing", "walking", "reading")]
+    texts += [
+        f"{w} in the kitchen, pasta and garlic sauce" for w in ("cooking", "baking", "tasting", "eating")
+    ]
+    assert (
+        httpx.post(
+            f"{stack.base}/api/v1/memories", json={"memories": [{"text": t} for t in texts]}, headers=admin
+        ).status_code
+        == 201
+    )
+    events: list[str] = []
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{stack.base}/api/v1/events", headers=admin, timeout=30) as response:
+            for line in response.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line.split(":", 1)[1].strip())
+                if "run.finished" in events:
+                    return
+
+    import threading
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.5)  # let the stream subscribe before the run starts
+    accepted = httpx.post(f"{stack.base}/api/v1/dream/run?force=true", headers=admin)
+    assert accepted.status_code == 202
+    run_url = f"{stack.base}{accepted.json()['status_url']}"
+    eventually(
+        lambda: httpx.get(run_url, headers=admin).json()["status"] == "succeeded",
+        60,
+        "dream run did not finish",
+    )
+    dreams = httpx.get(f"{stack.base}/api/v1/dreams", headers=admin).json()["items"]
+    assert len(dreams) == 2 and {d["member_count"] for d in dreams} == {4}
+    status = httpx.get(f"{stack.base}/api/v1/dream/status", headers=admin).json()
+    assert status["runs"]["succeeded"] >= 1 and status["next_fire_at"]
+    assert 'jeffrey_dream_runs_total{outcome="succeeded"}' in httpx.get(f"{stack.base}/metrics").text
+    listener.join(timeout=20)
+    assert events[:2] == ["run.started", "run.batch"] and events[-1] == "run.finished"
+
+
 def test_ctrl_c_stops_every_process_and_data_survives_a_restart(stack: RunningStack) -> None:
     alice = cli_token(stack, "alice")
     kept = httpx.post(
