@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev test train-emotion eval-emotion test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv run dev test train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,11 @@ train-emotion: $(STAMP) ## Retrain the emotion model on GoEmotions (DATA=path) a
 
 eval-emotion: $(STAMP) ## Evaluate the committed emotion model (GoEmotions test, French set, speed, RSS)
 	$(BIN)/python scripts/eval_emotion.py --data $${DATA:-../shared/datasets/goemotions}
+
+bench-dream: $(STAMP) ## Dream consolidation benchmark (N = 1,000 and 10,000): memories/s, ARI, quality, B
+	$(BIN)/python scripts/bench_dream.py
+
+bench: bench-dream eval-emotion ## Every benchmark
 
 compose-config: $(STAMP) ## Validate compose.yaml with a real Compose v2 implementation
 	$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")') -f compose.yaml --env-file .env.example config --quiet && echo compose.yaml is valid

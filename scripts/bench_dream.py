@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Dream consolidation benchmark: N memories from K known themes (seeded), consolidated by the real engine.
+
+    make bench-dream            # N = 1,000 and 10,000 on SQLite; prints and writes docs/dream-bench.json
+
+Runs the same engine batch function the workers run (database writes included, one transaction per
+batch) without the broker, with the batch-size tuner learning B as it goes, and reports memories/s,
+the adjusted Rand index of the dreams against the known themes, run quality, and B over time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "shared"), str(ROOT / "services" / "worker")]
+
+from sqlalchemy import select  # noqa: E402
+
+from jeffrey_core.settings import DatabaseSettings  # noqa: E402
+from jeffrey_core.store import dreams as store  # noqa: E402
+from jeffrey_core.store.engine import create_db_engine, create_session_factory  # noqa: E402
+from jeffrey_core.store.memories import NewMemory, add_memories  # noqa: E402
+from jeffrey_core.store.migrate import upgrade  # noqa: E402
+from jeffrey_core.store.models import DreamRun, Memory  # noqa: E402
+from jeffrey_worker.dream import engine, synthetic  # noqa: E402
+from jeffrey_worker.dream.tuner import BatchSizeTuner  # noqa: E402
+from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model  # noqa: E402
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.state: tuple[int | None, float | None] = (None, None)
+
+    def load(self) -> tuple[int | None, float | None]:
+        return self.state
+
+    def save(self, size: int, quality_average: float | None) -> None:
+        self.state = (size, quality_average)
+
+
+def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: float) -> dict[str, object]:
+    upgrade(database_url)
+    sessions = create_session_factory(create_db_engine(DatabaseSettings(DATABASE_URL=database_url)))
+    memories = synthetic.generate(n, themes=themes, seed=seed, noise=0.05)
+    user = f"bench-{n}-{seed}"
+    with sessions() as session:
+        add_memories(session, user, [NewMemory(m.text, {"theme": m.theme}, m.created_at) for m in memories])
+        run = store.create_run(session, user, "api")
+        run.status, run.started_at = "running", datetime.now(UTC)
+        session.commit()
+        run_id = run.id
+    tuner = BatchSizeTuner(MemoryStore(), target_seconds=target_seconds)
+    embedder = Embedder(idf_from_emotion_model())
+    sizes: list[int] = []
+    started = time.perf_counter()
+    while True:
+        size = tuner.current()
+        sizes.append(size)
+        with sessions() as session:
+            run = session.get(DreamRun, run_id)
+            assert run is not None
+            outcome = engine.run_batch(session, run, size, embedder, datetime.now(UTC))
+            if outcome.exhausted:
+                store.finish_run(session, run, "succeeded")
+            session.commit()
+        tuner.record(size, outcome.seconds, ok=True, quality=outcome.quality)
+        if outcome.exhausted:
+            break
+    elapsed = time.perf_counter() - started
+    with sessions() as session:
+        run = session.get(DreamRun, run_id)
+        assert run is not None
+        rows = session.execute(select(Memory.meta, Memory.dream_id, Memory.id).where(Memory.user_id == user)).all()
+        truth = [meta["theme"] if meta["theme"] != "noise" else f"noise-{mid}" for meta, _, mid in rows]
+        predicted = [dream or f"single-{mid}" for _, dream, mid in rows]
+        dreams = len({d for _, d, _ in rows if d})
+        return {
+            "memories": n,
+            "themes": themes,
+            "noise_share": 0.05,
+            "seconds": round(elapsed, 2),
+            "memories_per_second": round(n / elapsed, 1),
+            "adjusted_rand_index": round(synthetic.adjusted_rand_index(truth, predicted), 4),
+            "quality": run.quality,
+            "dreams": dreams,
+            "singletons": sum(1 for _, d, _ in rows if not d),
+            "batches": run.batches,
+            "batch_size_first_last_max": [sizes[0], sizes[-1], max(sizes)],
+            "batch_size_trace": sizes[:40],
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--themes", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    parser.add_argument("--target-seconds", type=float, default=15.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dream-bench.json")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (int(s) for s in args.sizes.split(",")):
+            url = args.database_url or f"sqlite:///{tmp}/bench-{n}.db"
+            result = bench(n, args.themes, args.seed, url, args.target_seconds)
+            results.append(result)
+            print(
+                f"N={n:>6}: {result['memories_per_second']:>7} memories/s  ARI {result['adjusted_rand_index']}"
+                f"  quality {result['quality']:.3f}  dreams {result['dreams']}  singletons {result['singletons']}"
+                f"  batches {result['batches']}  B first/last/max {result['batch_size_first_last_max']}"
+            )
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
