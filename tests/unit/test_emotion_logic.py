@@ -15,6 +15,7 @@ from jeffrey_worker.emotion.french import FrenchLexiconModel
 from jeffrey_worker.emotion.language import detect_language
 from jeffrey_worker.emotion.model import EKMAN_LABELS, EmotionResult
 from jeffrey_worker.emotion_service import GuardedDetector
+from tests.conftest import require
 
 pytestmark = pytest.mark.unit
 CORPUS = [
@@ -33,7 +34,10 @@ def detector() -> EmotionDetector:
 
 
 def test_featuriser_matches_scikit_learn() -> None:
-    sklearn_text = pytest.importorskip("sklearn.feature_extraction.text")
+    try:
+        from sklearn.feature_extraction import text as sklearn_text
+    except ImportError:
+        require(False, "scikit-learn is not installed (pip install -e '.[dev]')")
     for kwargs, analyzer in (
         ({"ngram_range": (1, 2)}, "word"),
         ({"analyzer": "char_wb", "ngram_range": (2, 5)}, "char_wb"),
