@@ -77,7 +77,9 @@ def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: flo
     with sessions() as session:
         run = session.get(DreamRun, run_id)
         assert run is not None
-        rows = session.execute(select(Memory.meta, Memory.dream_id, Memory.id).where(Memory.user_id == user)).all()
+        rows = session.execute(
+            select(Memory.meta, Memory.dream_id, Memory.id).where(Memory.user_id == user)
+        ).all()
         truth = [meta["theme"] if meta["theme"] != "noise" else f"noise-{mid}" for meta, _, mid in rows]
         predicted = [dream or f"single-{mid}" for _, dream, mid in rows]
         dreams = len({d for _, d, _ in rows if d})
@@ -98,7 +100,9 @@ def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--themes", type=int, default=8)
     parser.add_argument("--seed", type=int, default=7)
