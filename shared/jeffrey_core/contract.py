@@ -27,6 +27,8 @@ class TaskName(StrEnum):
     SYSTEM_ECHO = "jeffrey.system.echo"
     # Beat's own liveness: writes a timestamp (with a TTL) that /readyz and ops tools read.
     BEAT_HEARTBEAT = "jeffrey.system.beat_heartbeat"
+    # Counts project keys without a TTL (Redis hygiene), for /metrics.
+    REDIS_HYGIENE = "jeffrey.system.redis_hygiene"
     # Emotion of up to 64 texts, answered synchronously to the API (result backend).
     EMOTION_DETECT = "jeffrey.emotion.detect"
     # Annotate memories that have no emotion yet, in micro-batches; kicked by the API, swept by beat.
@@ -40,6 +42,7 @@ class TaskName(StrEnum):
 TASK_ROUTES: dict[str, dict[str, str]] = {
     TaskName.SYSTEM_ECHO.value: {"queue": Queue.DEFAULT.value},
     TaskName.BEAT_HEARTBEAT.value: {"queue": Queue.DEFAULT.value},
+    TaskName.REDIS_HYGIENE.value: {"queue": Queue.DEFAULT.value},
     # Future task families are routed by prefix so a new task cannot land on the wrong queue.
     "jeffrey.dream.*": {"queue": Queue.DREAM.value},
     "jeffrey.emotion.*": {"queue": Queue.EMOTION.value},

@@ -69,6 +69,20 @@ class RedisKeys:
         """Pub/sub channel of run progress events (nothing stored)."""
         return f"{self.prefix}:events"
 
+    def redis_hygiene(self) -> str:
+        """Result of the periodic scan for keys without TTL (JSON); TTL 3x the scan period."""
+        return f"{self.prefix}:hygiene:keys_without_ttl"
+
+    def persistent_patterns(self) -> tuple[str, ...]:
+        """Keys that legitimately have no TTL, each with a documented owner (docs/reliability.md)."""
+        return (
+            f"{self.prefix}:redbeat:*",  # celery-redbeat's schedule entries
+            f"{self.prefix}:breaker:*",  # pybreaker's state and counters
+            self.dream_enabled(),  # the toggle
+            self.dream_batch_size(),  # the tuner
+            self.dream_quality_average(),  # the tuner
+        )
+
     def redbeat_lock(self) -> str:
         """Held by the beat that is scheduling; expires when it stops renewing (redbeat_lock_timeout)."""
         return f"{self.redbeat_prefix()}:lock"

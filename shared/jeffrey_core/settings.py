@@ -154,6 +154,22 @@ class WorkerSettings(_Section):
     metrics_host: str = Field("0.0.0.0", validation_alias="WORKER_METRICS_HOST")  # noqa: S104 - scraped in compose
 
 
+class AdmissionSettings(_Section):
+    """Above these depths the API refuses new work for the queue (429 + Retry-After)."""
+
+    dream_max_depth: int = Field(1000, ge=1, validation_alias="QUEUE_MAX_DEPTH_DREAM")
+    emotion_max_depth: int = Field(5000, ge=1, validation_alias="QUEUE_MAX_DEPTH_EMOTION")
+    default_max_depth: int = Field(5000, ge=1, validation_alias="QUEUE_MAX_DEPTH_DEFAULT")
+    retry_after_seconds: int = Field(10, ge=1, validation_alias="QUEUE_FULL_RETRY_AFTER")
+
+    def max_depth(self, queue: str) -> int | None:
+        return {
+            "dream": self.dream_max_depth,
+            "emotion": self.emotion_max_depth,
+            "default": self.default_max_depth,
+        }.get(queue)
+
+
 class ObservabilitySettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias="LOG_LEVEL"
@@ -179,6 +195,7 @@ class Settings(BaseModel):
     emotion: EmotionSettings = Field(default_factory=lambda: EmotionSettings())
     dream: DreamSettings = Field(default_factory=lambda: DreamSettings())
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
+    admission: AdmissionSettings = Field(default_factory=lambda: AdmissionSettings())
     observability: ObservabilitySettings = Field(default_factory=lambda: ObservabilitySettings())
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ scrape and sets `jeffrey_dream_metrics_up` to 0 instead of failing /metrics.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -16,9 +17,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from jeffrey_api.admission import queue_depth
 from jeffrey_api.state import AppState
 from jeffrey_core.contract import Queue
-from jeffrey_core.redis_keys import celery_queue_keys
 from jeffrey_core.store import dreams as store
 
 log = logging.getLogger(__name__)
@@ -104,12 +105,32 @@ class DreamCollector(Collector):
         depth = GaugeMetricFamily(
             "jeffrey_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
         )
+        saturation = GaugeMetricFamily(
+            "jeffrey_queue_saturation_ratio", "Queue depth over its admission limit.", labels=["queue"]
+        )
         depths: dict[str, int] = {}
         for queue in Queue:
-            depths[queue.value] = sum(int(redis.llen(key)) for key in celery_queue_keys(queue.value))
+            depths[queue.value] = queue_depth(redis, queue.value)
             depth.add_metric([queue.value], depths[queue.value])
+            limit = state.settings.admission.max_depth(queue.value)
+            if limit:
+                saturation.add_metric([queue.value], round(depths[queue.value] / limit, 4))
+        families: list[Any] = []
+        hygiene = redis.get(state.keys.redis_hygiene())
+        if hygiene:
+            report = json.loads(hygiene)
+            without_ttl = GaugeMetricFamily(
+                "jeffrey_redis_keys_without_ttl",
+                "Project keys with no TTL, by whether their owner is documented (periodic scan).",
+                labels=["documented"],
+            )
+            without_ttl.add_metric(["true"], report["documented"])
+            without_ttl.add_metric(["false"], report["undocumented"])
+            families.append(without_ttl)
         return [
+            *families,
             depth,
+            saturation,
             GaugeMetricFamily(
                 "jeffrey_dream_dlq_size", "Tasks in the dead-letter queue.", depths[Queue.DEAD_LETTER.value]
             ),

@@ -16,7 +16,7 @@ from jeffrey_api.dream_metrics import DreamCollector
 from jeffrey_api.errors import install_error_handlers
 from jeffrey_api.middleware import RequestIdMiddleware
 from jeffrey_api.readiness import ReadinessProbe
-from jeffrey_api.routes import dreams, emotion, events, health, memories, ops
+from jeffrey_api.routes import dlq, dreams, emotion, events, health, memories, ops
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
 from jeffrey_core.celery_factory import create_celery
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(emotion.router)
     app.include_router(dreams.router)
     app.include_router(events.router)
+    app.include_router(dlq.router)
     app.include_router(ops.router)
     return app
 

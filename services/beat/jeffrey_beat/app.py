@@ -34,6 +34,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": TaskName.DREAM_CYCLE.value,
             "schedule": cron_schedule(settings.dream.schedule),
         },
+        "redis-hygiene": {
+            "task": TaskName.REDIS_HYGIENE.value,
+            "schedule": settings.celery.beat_heartbeat_seconds * 10,
+            "options": {"expires": settings.celery.beat_heartbeat_seconds * 10},
+        },
         # Safety net for annotation kicks the API could not send (Redis down at that moment).
         "emotion-sweep": {
             "task": TaskName.EMOTION_ANNOTATE_PENDING.value,

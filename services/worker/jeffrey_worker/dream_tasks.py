@@ -13,7 +13,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm.exc import StaleDataError
@@ -30,6 +29,7 @@ from jeffrey_worker.dream.tuner import BatchSizeTuner, RedisTunerStore
 from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model
 from jeffrey_worker.emotion_service import record_predictions
 from jeffrey_worker.metrics import worker_metrics
+from jeffrey_worker.reliability import jeffrey_task
 from jeffrey_worker.resources import _once, guarded_detector, redis_client, redis_keys, sessions
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,7 @@ def _event(kind: str, run: DreamRun, **fields: Any) -> None:
     publish(redis_client(), redis_keys().events_channel(), kind, run_id=run.id, user_id=run.user_id, **fields)
 
 
-@shared_task(
-    name=TaskName.DREAM_CONSOLIDATE_BATCH.value,
-    bind=True,
-    max_retries=None,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-)
+@jeffrey_task(TaskName.DREAM_CONSOLIDATE_BATCH.value, bind=True)
 def consolidate_batch(self: Any, run_id: str, seq: int | None = None) -> dict[str, Any]:
     """Batch number `seq` of the run (None: whichever is next). A copy whose batch is done is dropped."""
     settings = get_settings()
@@ -187,7 +179,7 @@ def _fail(run_id: str, lock: OwnedLock, error: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": "failed", "error": error}
 
 
-@shared_task(name=TaskName.DREAM_CYCLE.value, ignore_result=True)
+@jeffrey_task(TaskName.DREAM_CYCLE.value, ignore_result=True)
 def dream_cycle() -> dict[str, Any]:
     """Fan out one run per user with at least DREAM_MIN_PENDING pending memories; re-send stale runs."""
     settings = get_settings()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import logging
 import os
 import socket
@@ -9,20 +11,20 @@ import time
 from typing import Any
 
 import redis
-from celery import shared_task
 
 from jeffrey_core.contract import MAX_DETECT_TEXTS, TaskName
 from jeffrey_core.settings import get_settings
 from jeffrey_worker import annotation
 from jeffrey_worker.emotion_service import record_predictions
 from jeffrey_worker.metrics import worker_metrics
+from jeffrey_worker.reliability import jeffrey_task
 from jeffrey_worker.resources import guarded_detector, redis_client, redis_keys, sessions
 
 log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 5000
 
 
-@shared_task(name=TaskName.SYSTEM_ECHO.value, bind=True)
+@jeffrey_task(TaskName.SYSTEM_ECHO.value, bind=True)
 def echo(self: Any, message: str) -> dict[str, Any]:
     """Send `message` back with who answered and when: proves the broker-worker-backend loop."""
     return {
@@ -34,14 +36,36 @@ def echo(self: Any, message: str) -> dict[str, Any]:
     }
 
 
-@shared_task(name=TaskName.BEAT_HEARTBEAT.value, ignore_result=True)
+@jeffrey_task(TaskName.BEAT_HEARTBEAT.value, ignore_result=True)
 def beat_heartbeat() -> None:
     """Record when a beat-scheduled tick was last executed; the key expires if beat stops."""
     period = get_settings().celery.beat_heartbeat_seconds
     redis_client().set(redis_keys().beat_heartbeat(), str(time.time()), ex=max(1, int(period * 3)))
 
 
-@shared_task(name=TaskName.EMOTION_DETECT.value, soft_time_limit=10, time_limit=15)
+@jeffrey_task(TaskName.REDIS_HYGIENE.value, ignore_result=True)
+def redis_hygiene() -> dict[str, Any]:
+    """Count project keys without a TTL, split by whether their owner is documented; stored for /metrics."""
+    client, keys = redis_client(), redis_keys()
+    documented = undocumented = 0
+    examples: list[str] = []
+    patterns = keys.persistent_patterns()
+    for key in client.scan_iter(match=f"{keys.prefix}:*", count=500):
+        if client.ttl(key) != -1:
+            continue
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+            documented += 1
+        else:
+            undocumented += 1
+            if len(examples) < 20:
+                examples.append(key)
+    report = {"documented": documented, "undocumented": undocumented, "examples": examples, "at": time.time()}
+    period = get_settings().celery.beat_heartbeat_seconds * 10
+    client.set(keys.redis_hygiene(), json.dumps(report), ex=max(60, int(period * 3)))
+    return report
+
+
+@jeffrey_task(TaskName.EMOTION_DETECT.value, soft_time_limit=10, time_limit=15)
 def detect_emotion(texts: list[str]) -> list[dict[str, Any]]:
     """Emotion of 1-64 texts, in order (the API validated them; checked again: messages can be forged)."""
     if (
@@ -57,7 +81,7 @@ def detect_emotion(texts: list[str]) -> list[dict[str, Any]]:
     return [r.as_dict() for r in results]
 
 
-@shared_task(name=TaskName.EMOTION_ANNOTATE_PENDING.value, bind=True, ignore_result=True)
+@jeffrey_task(TaskName.EMOTION_ANNOTATE_PENDING.value, bind=True, ignore_result=True)
 def annotate_pending(self: Any) -> dict[str, int]:
     """Annotate every memory without an emotion, in micro-batches; one sweep at a time."""
     settings = get_settings()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -16,12 +16,16 @@ token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
 check_app = typer.Typer(help="Health checks for container orchestrators.", no_args_is_help=True)
 memories_app = typer.Typer(help="Memories, through the API.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="The dead-letter queue (straight from Redis, as the API does).", no_args_is_help=True
+)
 stack_app = typer.Typer(help="The embedded stack that `make run` starts.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(config_app, name="config")
 app.add_typer(stack_app, name="stack")
 app.add_typer(check_app, name="check")
 app.add_typer(memories_app, name="memories")
+app.add_typer(dlq_app, name="dlq")
 
 
 def _settings() -> Settings:
@@ -161,6 +165,80 @@ def _signing_secret(settings: Settings, var_dir: Path) -> str:
 
 def _mint_for(user: str, var_dir: Path) -> str:
     return mint_token(_signing_secret(_settings(), var_dir), user, ["memories"], 3600)
+
+
+def _dead_letters() -> Any:
+    from jeffrey_core.celery_factory import create_celery
+    from jeffrey_core.dlq import DeadLetterQueue
+    from jeffrey_core.redis_client import create_sync_redis
+
+    settings = _settings()
+    return DeadLetterQueue(create_sync_redis(settings.redis), create_celery(settings, main="jeffrey-cli"))
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    task: Annotated[str | None, typer.Option(help="Only this task name.")] = None,
+    error_type: Annotated[str | None, typer.Option(help="Only this error type.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """Dead letters, newest first (id, task, error, attempts, when)."""
+    items, total = _dead_letters().records(task, error_type, limit, 0)
+    for r in items:
+        typer.echo(
+            f"{r['id']}  {r['task']}  {r['error_type']}: {r['error_message'][:60]}  attempts={r['attempts']}"
+        )
+    typer.echo(f"{len(items)} shown of {total}", err=True)
+
+
+@dlq_app.command("show")
+def dlq_show(record_id: str) -> None:
+    """One dead letter as JSON (with its traceback)."""
+    record = _dead_letters().get(record_id)
+    if record is None:
+        typer.echo(f"no dead letter {record_id}", err=True)
+        raise typer.Exit(1)
+    _print_json(record)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    record_id: Annotated[
+        str | None, typer.Argument(help="One id; omit to replay every match of the filters.")
+    ] = None,
+    task: Annotated[str | None, typer.Option()] = None,
+    error_type: Annotated[str | None, typer.Option()] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only say what would be replayed.")] = False,
+) -> None:
+    """Re-publish to the original queue; the dead letter is removed only once re-published."""
+    queue = _dead_letters()
+    if record_id:
+        result = queue.replay(record_id, dry_run)
+        if result is None:
+            typer.echo(f"no dead letter {record_id}", err=True)
+            raise typer.Exit(1)
+        _print_json(result)
+    else:
+        _print_json(queue.replay_matching(task, error_type, dry_run))
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    older_than: Annotated[
+        float | None, typer.Option(help="Only entries older than this many seconds.")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete dead letters."""
+    if not yes:
+        typer.confirm("Delete dead letters?", abort=True)
+    typer.echo(f"purged {_dead_letters().purge(older_than)}")
 
 
 @stack_app.command("up")

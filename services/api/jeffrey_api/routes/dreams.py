@@ -9,6 +9,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
+from jeffrey_api.admission import admit
 from jeffrey_api.deps import AdminDep, MemoriesPrincipalDep, SessionDep, SettingsDep, StateDep, acting_user
 from jeffrey_api.dream_state import dream_status
 from jeffrey_api.errors import ApiError
@@ -22,7 +23,7 @@ from jeffrey_api.schemas import (
     ToggleRequest,
 )
 from jeffrey_api.tasks import send
-from jeffrey_core.contract import TaskName
+from jeffrey_core.contract import Queue, TaskName
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store.memories import Cursor, InvalidCursorError
 from jeffrey_core.store.models import Dream, DreamRun
@@ -54,6 +55,7 @@ def start_run(
 ) -> JSONResponse:
     owner = acting_user(principal, user_id)
     key = idempotency.validate_key(idempotency_key)
+    admit(state, Queue.DREAM.value)
     if not force and state.sync_redis.get(state.keys.dream_enabled()) == "0":
         raise ApiError(
             409, "dreams_disabled", "dreaming is disabled; POST /api/v1/dream/toggle or use ?force=true"

@@ -12,12 +12,13 @@ from fastapi import APIRouter
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
+from jeffrey_api.admission import admit
 from jeffrey_api.deps import MemoriesPrincipalDep, SettingsDep, StateDep
 from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
 from jeffrey_api.state import AppState
 from jeffrey_api.tasks import send
-from jeffrey_core.contract import TaskName
+from jeffrey_core.contract import Queue, TaskName
 
 router = APIRouter(prefix="/api/v1/emotion", tags=["emotion"])
 BREAKER = "emotion-model"
@@ -43,6 +44,7 @@ async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _:
         raise unavailable(
             "model_unavailable", "the emotion model's circuit breaker is open; retry later", wait
         )
+    await anyio.to_thread.run_sync(admit, state, Queue.EMOTION.value)
     report, _cached = await state.readiness.report()
     if report.workers != "up":
         raise unavailable("no_worker", "no worker is reachable to run the emotion model; retry later", 10)

@@ -1,0 +1,109 @@
+"""The base task of every Jeffrey task: retry policy, bounded redelivery and the dead-letter queue."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Task, shared_task
+from celery.exceptions import Ignore
+from kombu.exceptions import OperationalError as KombuOperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from jeffrey_core.contract import queue_for
+from jeffrey_core.dlq import dead_letter_record, publish_dead_letter
+from jeffrey_core.retry_policy import MAX_DELIVERIES, policy_for
+from jeffrey_worker.resources import redis_client, redis_keys
+
+log = logging.getLogger(__name__)
+
+# Errors that may go away by themselves: they retry. Anything else is permanent.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    PoolTimeoutError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    KombuOperationalError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+)
+DELIVERY_TTL_SECONDS = 24 * 3600
+
+
+class JeffreyTask(Task):  # type: ignore[misc]
+    """Dead-letters a task that fails for good; refuses one redelivered too often after worker loss."""
+
+    def _delivery_key(self, task_id: str) -> str:
+        return f"{redis_keys().prefix}:deliveries:{task_id}:{self.request.retries}"
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        try:
+            client = redis_client()
+            key = self._delivery_key(task_id)
+            deliveries = int(client.incr(key))
+            client.expire(key, DELIVERY_TTL_SECONDS)
+        except redis.RedisError:
+            return  # cannot count now: run it rather than block on Redis
+        if deliveries > MAX_DELIVERIES:
+            log.error("task %s[%s] delivered %d times: dead-lettering it", self.name, task_id, deliveries)
+            self._dead_letter(
+                task_id, args, kwargs, None, "", f"redelivered {deliveries} times after worker loss"
+            )
+            raise Ignore()
+
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        try:
+            redis_client().delete(self._delivery_key(task_id))
+        except redis.RedisError:
+            pass  # the key expires by itself
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        transient = isinstance(exc, TRANSIENT_ERRORS)
+        reason = "retries exhausted" if transient else "permanent error"
+        self._dead_letter(task_id, args, kwargs, exc, str(einfo), reason)
+
+    def _dead_letter(
+        self, task_id: str, args: Any, kwargs: Any, exc: BaseException | None, traceback: str, reason: str
+    ) -> None:
+        delivery = getattr(self.request, "delivery_info", None) or {}
+        record = dead_letter_record(
+            task=self.name,
+            task_id=task_id,
+            args=list(args or []),
+            kwargs=dict(kwargs or {}),
+            queue=delivery.get("routing_key") or queue_for(self.name).value,
+            error=exc,
+            traceback=traceback,
+            attempts=self.request.retries + 1,
+            reason=reason,
+            first_attempt_at=None,
+        )
+        try:
+            publish_dead_letter(self.app, record)
+            log.warning("task %s[%s] dead-lettered (%s)", self.name, task_id, reason)
+        except Exception:
+            # The broker is gone too: the message itself is redelivered later (acks_late), nothing is lost.
+            log.exception("could not dead-letter %s[%s]", self.name, task_id)
+
+
+def jeffrey_task(name: str, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """`shared_task` with the base class and the retry policy of `name` (jeffrey_core.retry_policy)."""
+    policy = policy_for(name)
+    defaults: dict[str, Any] = {
+        "name": name,
+        "base": JeffreyTask,
+        "max_retries": policy.max_retries,
+        "retry_backoff": policy.backoff_seconds,
+        "retry_backoff_max": policy.backoff_max_seconds,
+        "retry_jitter": True,
+    }
+    if policy.max_retries:
+        defaults["autoretry_for"] = TRANSIENT_ERRORS
+    defaults.update(options)
+    return shared_task(**defaults)  # type: ignore[no-any-return]
