@@ -16,9 +16,13 @@ KICK_DEBOUNCE_MS = 1000
 
 
 def send(state: AppState, name: TaskName, countdown: float | None = None, **kwargs: Any) -> Any:
-    """Publish a task without kombu's publish retries: a dead broker must fail fast, not stall a request."""
+    """Publish a task with at most one immediate retry: a dead broker must fail fast, not stall a request."""
     queue = queue_for(name.value).value
-    return state.celery.send_task(name.value, kwargs=kwargs, queue=queue, retry=False, countdown=countdown)
+    # One quick retry: it replaces a pooled connection that died with a restarted Redis.
+    policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
+    return state.celery.send_task(
+        name.value, kwargs=kwargs, queue=queue, retry=True, retry_policy=policy, countdown=countdown
+    )
 
 
 def kick_annotation(state: AppState) -> bool:
@@ -32,7 +36,11 @@ def kick_annotation(state: AppState) -> bool:
     try:
         if not state.sync_redis.set(state.keys.emotion_kick(), "1", nx=True, px=KICK_DEBOUNCE_MS):
             return False
-        send(state, TaskName.EMOTION_ANNOTATE_PENDING, countdown=KICK_DEBOUNCE_MS / 1000 + 0.1)
+        try:
+            send(state, TaskName.EMOTION_ANNOTATE_PENDING, countdown=KICK_DEBOUNCE_MS / 1000 + 0.1)
+        except Exception:
+            state.sync_redis.delete(state.keys.emotion_kick())  # let the next request try again
+            raise
         return True
     except (redis.RedisError, KombuOperationalError, OSError) as exc:
         log.warning("annotation kick not sent (%s); the periodic sweep will annotate", exc.__class__.__name__)

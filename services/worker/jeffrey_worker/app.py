@@ -25,6 +25,7 @@ from jeffrey_core.settings import Settings, get_settings
 def create_worker_app(settings: Settings) -> Celery:
     app = create_celery(settings, main="jeffrey-worker")
     app.conf.include = ["jeffrey_worker.tasks", "jeffrey_worker.dream_tasks"]
+    app.conf.worker_consumer = "jeffrey_worker.consumer:ResilientConsumer"
     if settings.celery.worker_concurrency:
         app.conf.worker_concurrency = settings.celery.worker_concurrency
     return app
