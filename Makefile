@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev test train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv run dev test test-chaos train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ test-integration: $(STAMP) ## Only the integration tests (real Redis, database, 
 
 test-e2e: $(STAMP) ## Only the end-to-end tests (the embedded stack over HTTP)
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+test-chaos: $(STAMP) ## Only the chaos suite (failure injection; about 5 minutes)
+	$(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check .

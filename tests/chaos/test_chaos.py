@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -176,6 +177,14 @@ def test_poison_message_dead_letters_then_replays_after_the_fix(
     assert record["queue"] == "dream" and record["traceback"] and record["attempts"] == 1
     metrics = httpx.get(f"{client.base}/metrics").text
     assert "jeffrey_dream_dlq_size 1.0" in metrics
+    cli = subprocess.run(
+        [sys.executable, "-m", "jeffrey_core.cli.main", "dlq", "list"],
+        env=client.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0 and record["id"] in cli.stdout and "ValueError" in cli.stdout
 
     # The fix: the run the message names now exists (with memories to consolidate).
     client.seed("poisoned", synthetic.generate(30, themes=2, seed=1))
@@ -335,6 +344,7 @@ def test_redis_stopped_for_ten_seconds_under_load(
 
         assert len(stored()) == len(accepted) + 1
         eventually(lambda: all(m["emotion"] for m in stored()), 60, "accepted memories were never annotated")
+        assert worker.running(), "the worker died with the broker"
         ok = httpx.post(
             f"{base}/api/v1/emotion/detect", json={"text": "I am happy"}, headers=client.h(), timeout=10
         )
