@@ -21,15 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, select
 from sqlalchemy.engine import make_url
 
 from jeffrey_core.auth import mint_token
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import TaskName
 from jeffrey_core.settings import Settings
-from jeffrey_core.store.models import Consolidation, DreamRun, Memory
+from jeffrey_core.store.models import DreamRun
 from jeffrey_worker.dream import synthetic
+from tests.support.dreams import consolidated, pool_children
 from tests.support.processes import (
     RedisServer,
     ServiceProcess,
@@ -84,30 +85,6 @@ class Client:
     def dlq(self) -> dict[str, Any]:
         body: dict[str, Any] = httpx.get(f"{self.base}/api/v1/dlq", headers=self.h(), timeout=10).json()
         return body
-
-
-def consolidated(database_url: str, user: str) -> tuple[int, int, int]:
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        total = conn.scalar(select(func.count()).select_from(Memory).where(Memory.user_id == user)) or 0
-        done = conn.scalar(
-            select(func.count())
-            .select_from(Memory)
-            .where(Memory.user_id == user, Memory.consolidated_at.is_not(None))
-        )
-        rows = conn.scalar(
-            select(func.count())
-            .select_from(Consolidation)
-            .join(Memory, Memory.id == Consolidation.memory_id)
-            .where(Memory.user_id == user)
-        )
-    engine.dispose()
-    return int(total), int(done or 0), int(rows or 0)
-
-
-def pool_children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 @pytest.fixture

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, select
 
 from jeffrey_core.auth import mint_token
-from jeffrey_core.store.models import Consolidation, Memory
+from jeffrey_core.store.models import Memory
 from jeffrey_worker.dream import synthetic
+from tests.support.dreams import consolidated, pool_children
 from tests.support.processes import ServiceProcess, eventually, service_env, start_api, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -93,25 +94,6 @@ def stack(database_url: str, redis_url: str, log_dir: Path) -> Iterator[DreamSta
     dream_stack.worker.stop()
 
 
-def _consolidated_once(database_url: str, user: str) -> tuple[int, int, int]:
-    engine = create_engine(database_url)
-    with engine.connect() as conn:
-        total = conn.scalar(select(func.count()).select_from(Memory).where(Memory.user_id == user))
-        done = conn.scalar(
-            select(func.count())
-            .select_from(Memory)
-            .where(Memory.user_id == user, Memory.consolidated_at.is_not(None))
-        )
-        rows = conn.scalar(
-            select(func.count())
-            .select_from(Consolidation)
-            .join(Memory, Memory.id == Consolidation.memory_id)
-            .where(Memory.user_id == user)
-        )
-    engine.dispose()
-    return int(total or 0), int(done or 0), int(rows or 0)
-
-
 def test_forced_run_consolidates_every_memory_once_into_sensible_dreams(
     stack: DreamStack, user_id: str
 ) -> None:
@@ -120,7 +102,7 @@ def test_forced_run_consolidates_every_memory_once_into_sensible_dreams(
     run = stack.wait(user_id, stack.start_run(user_id))
     assert run["status"] == "succeeded", run
     assert run["memories_processed"] == 300 and run["batches"] >= 2 and run["quality"] >= 0.5
-    assert _consolidated_once(stack.database_url, user_id) == (300, 300, 300)
+    assert consolidated(stack.database_url, user_id) == (300, 300, 300)
 
     headers = stack.headers(user_id)
     dreams = httpx.get(f"{stack.api}/api/v1/dreams", params={"limit": 200}, headers=headers).json()["items"]
@@ -153,12 +135,7 @@ def test_two_runs_for_one_user_never_overlap(stack: DreamStack, user_id: str) ->
     spans = sorted([(a["started_at"], a["finished_at"]), (b["started_at"], b["finished_at"])])
     assert spans[0][1] <= spans[1][0], spans  # the later one started after the earlier one finished
     assert a["memories_processed"] + b["memories_processed"] == 200
-    assert _consolidated_once(stack.database_url, user_id) == (200, 200, 200)
-
-
-def _pool_children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    assert consolidated(stack.database_url, user_id) == (200, 200, 200)
 
 
 def test_sigkill_mid_batch_loses_and_duplicates_nothing(
@@ -185,13 +162,13 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(
                 "run did not progress",
             )
             time.sleep(0.3)  # inside the next batch's open transaction (the hook holds it 1 s)
-            for child in _pool_children(stack.worker.pid):
+            for child in pool_children(stack.worker.pid):
                 os.kill(child, signal.SIGKILL)
                 kills += 1
         assert kills >= 2
         finished = stack.wait(disturbed, run_id, timeout=120)
         assert finished["status"] == "succeeded", finished
-        assert _consolidated_once(database_url, disturbed) == (200, 200, 200)
+        assert consolidated(database_url, disturbed) == (200, 200, 200)
 
         reference = stack.wait(calm, stack.start_run(calm), timeout=120)
         assert reference["status"] == "succeeded"
