@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev test test-chaos train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv run dev test test-chaos dashboards promtool train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,3 +70,9 @@ compose-config: $(STAMP) ## Validate compose.yaml with a real Compose v2 impleme
 
 clean: ## Remove the venv and caches (keeps var/, your data)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+dashboards: $(STAMP) ## Regenerate the Grafana dashboards from monitoring/grafana/build_dashboards.py
+	$(BIN)/python monitoring/grafana/build_dashboards.py
+
+promtool: ## Check the Prometheus config and alert rules, and run the alert unit tests (needs promtool)
+	cd monitoring/prometheus && promtool check config prometheus.yml && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml

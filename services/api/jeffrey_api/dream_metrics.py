@@ -63,6 +63,8 @@ class DreamCollector(Collector):
             last_success = store.last_run(session, status="succeeded")
             pending = store.count_pending(session)
             durations = sorted(store.run_durations(session))
+            consolidated = store.consolidation_total(session)
+            by_emotion = store.dreams_by_emotion(session)
         runs = CounterMetricFamily(
             "jeffrey_dream_runs", "Dream runs finished, by outcome.", labels=["outcome"]
         )
@@ -71,6 +73,17 @@ class DreamCollector(Collector):
         active = GaugeMetricFamily("jeffrey_dream_runs_active", "Runs queued or running.")
         active.add_metric([], counts.get("queued", 0) + counts.get("running", 0))
         families: list[Any] = [runs, active]
+        families.append(
+            CounterMetricFamily(
+                "jeffrey_dream_memories_consolidated", "Memories consolidated (all runs).", consolidated
+            )
+        )
+        dreams = CounterMetricFamily(
+            "jeffrey_dreams", "Dreams by dominant emotion.", labels=["dominant_emotion"]
+        )
+        for emotion, count in sorted(by_emotion.items()):
+            dreams.add_metric([emotion], count)
+        families.append(dreams)
         families.append(
             GaugeMetricFamily("jeffrey_dream_pending_memories", "Memories not yet consolidated.", pending)
         )

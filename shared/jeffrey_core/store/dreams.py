@@ -132,9 +132,13 @@ def run_durations(session: Session) -> list[float]:
     return [(end - start).total_seconds() for start, end in session.execute(query) if start and end]
 
 
-def consolidation_count(session: Session, memory_ids: Sequence[str]) -> int:
-    query = select(func.count()).select_from(Consolidation).where(Consolidation.memory_id.in_(memory_ids))
-    return int(session.scalar(query) or 0)
+def consolidation_total(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Consolidation)) or 0)
+
+
+def dreams_by_emotion(session: Session) -> dict[str, int]:
+    query = select(Dream.dominant_emotion, func.count()).group_by(Dream.dominant_emotion)
+    return {emotion or "none": int(n) for emotion, n in session.execute(query)}
 
 
 def finish_run(session: Session, run: DreamRun, status: str, error: str | None = None) -> None:
