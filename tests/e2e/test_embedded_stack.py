@@ -217,6 +217,35 @@ def test_forced_dream_run_moves_status_metrics_and_streams_events(stack: Running
     assert events[:2] == ["run.started", "run.batch"] and events[-1] == "run.finished"
 
 
+def test_infrastructure_smoke_script_passes(stack: RunningStack) -> None:
+    env = {
+        **os.environ,
+        "API": stack.base,
+        "FLOWER": stack.flower,
+        "JEFFREY": f"{sys.executable} -m jeffrey_core.cli.main",
+    }
+    env = {k: v for k, v in env.items() if not k.startswith("JEFFREY_")}
+    env["JEFFREY_TOKEN"] = cli_token(stack, "smoke", "admin", "memories")["Authorization"].split(" ", 1)[1]
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "test_infrastructure.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "infrastructure OK" in result.stdout and "forced dream run succeeded" in result.stdout
+    broken = {**env, "FLOWER": "http://127.0.0.1:9"}
+    failed = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "test_infrastructure.sh")],
+        env=broken,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert failed.returncode != 0 and failed.stderr.startswith("FAIL flower")
+
+
 def test_ctrl_c_stops_every_process_and_data_survives_a_restart(stack: RunningStack) -> None:
     alice = cli_token(stack, "alice")
     kept = httpx.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from jeffrey_worker.emotion.model import EnglishEmotionModel
 from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.integration
-DATA = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "goemotions"
+DATA = Path(os.environ.get("GOEMOTIONS_DIR", ROOT.parent / "shared" / "datasets" / "goemotions"))
 
 
 def test_dev_macro_f1_floors() -> None:

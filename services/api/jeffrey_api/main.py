@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(dlq.router)
     app.include_router(ops.router)
+    app.include_router(ops.brain_router)
     return app
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
+from jeffrey_api.auto_debug import diagnose
 from jeffrey_api.deps import AdminDep, StateDep
 from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.schemas import EchoRequest
@@ -42,3 +43,14 @@ async def echo(body: EchoRequest, state: StateDep, _: AdminDep) -> dict[str, Any
         raise ApiError(504, "worker_timeout", f"no worker answered within {body.timeout:g}s") from exc
     except (KombuOperationalError, RedisError, OSError) as exc:
         raise unavailable("broker_unavailable", "the broker (Redis) is not reachable; retry later") from exc
+
+
+brain_router = APIRouter(prefix="/api/v1/brain", tags=["ops"])
+
+
+@brain_router.get(
+    "/auto-debug",
+    summary="Diagnosis of the live system: findings with severity and suggested action, and a health score",
+)
+async def auto_debug(state: StateDep, _: AdminDep) -> dict[str, Any]:
+    return await diagnose(state)
