@@ -23,7 +23,7 @@ run: $(STAMP) ## Start the embedded stack: Redis, SQLite, api, worker, beat, flo
 dev: $(STAMP) ## Same as run, with API and workers reloading on code changes
 	$(BIN)/jeffrey stack up --reload
 
-test: $(STAMP) lint ## Lint, then the whole test suite (unit, integration, e2e)
+test: $(STAMP) lint ## Lint, then the whole suite: unit (incl. promtool), integration, e2e, chaos
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Only the unit tests
