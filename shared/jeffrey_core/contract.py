@@ -60,6 +60,8 @@ def queue_for(task_name: str) -> Queue:
 
 
 MAX_DETECT_TEXTS = 64
+# Name of the emotion model's circuit breaker (its state lives in Redis, see RedisKeys.breaker_state).
+EMOTION_BREAKER = "emotion-model"
 
 
 def echo_payload(message: str) -> dict[str, Any]:

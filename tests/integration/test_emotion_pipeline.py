@@ -176,6 +176,12 @@ def test_failing_model_opens_the_breaker_and_falls_back(
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "model_unavailable"
         assert int(refused.headers["retry-after"]) > 1
         assert stack.metric("jeffrey_emotion_breaker_state") == 1
+        eventually(
+            lambda: httpx.get(f"{base}/readyz").json().get("breakers", {}).get("emotion-model") == "open",
+            10,
+            "readyz does not show the open breaker",
+        )
+        assert httpx.get(f"{base}/readyz").status_code == 200  # the fallback keeps serving
 
         # Annotation keeps going with the honest fallback instead of failing.
         memories = f"{base}/api/v1/memories"

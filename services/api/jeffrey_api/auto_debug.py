@@ -13,13 +13,13 @@ import anyio
 from jeffrey_api.admission import queue_depth
 from jeffrey_api.dream_state import lock_holders
 from jeffrey_api.state import AppState
-from jeffrey_core.contract import WORKER_QUEUES
+from jeffrey_core.contract import EMOTION_BREAKER, WORKER_QUEUES
 from jeffrey_core.dlq import DeadLetterQueue
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store.models import DreamRun
 
 PENALTY = {"critical": 30, "warning": 10, "info": 0}
-BREAKER = "emotion-model"
+BREAKER = EMOTION_BREAKER
 
 
 @dataclass

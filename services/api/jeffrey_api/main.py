@@ -20,6 +20,7 @@ from jeffrey_api.routes import dlq, dreams, emotion, events, health, memories, o
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
 from jeffrey_core.celery_factory import create_celery
+from jeffrey_core.contract import EMOTION_BREAKER
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.redis_client import create_async_redis, create_sync_redis
 from jeffrey_core.redis_keys import RedisKeys
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 celery,
                 cache_seconds=settings.api.readiness_cache_seconds,
                 worker_ping_timeout=settings.api.worker_ping_timeout,
+                breaker_keys={
+                    EMOTION_BREAKER: RedisKeys(settings.redis.key_prefix).breaker_state(EMOTION_BREAKER)
+                },
             ),
             registry=registry,
             keys=RedisKeys(settings.redis.key_prefix),

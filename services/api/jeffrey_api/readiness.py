@@ -25,6 +25,7 @@ class ReadinessReport:
     checks: dict[str, dict[str, Any]]
     workers: str
     worker_names: list[str] = field(default_factory=list)
+    breakers: dict[str, str] = field(default_factory=dict)
     checked_at: float = field(default_factory=time.time)
 
     @property
@@ -41,6 +42,7 @@ class ReadinessReport:
             "checks": self.checks,
             "workers": self.workers,
             "worker_names": self.worker_names,
+            "breakers": self.breakers,
             "cached": cached,
             "checked_at": self.checked_at,
         }
@@ -57,7 +59,9 @@ class ReadinessProbe:
         cache_seconds: float,
         worker_ping_timeout: float,
         check_timeout: float = 2.0,
+        breaker_keys: dict[str, str] | None = None,
     ) -> None:
+        self._breaker_keys = breaker_keys or {}
         self._redis = redis
         self._engine = engine
         self._celery = celery
@@ -80,13 +84,27 @@ class ReadinessProbe:
             self._timed(self._redis.ping()),
             self._timed(anyio.to_thread.run_sync(ping_database, self._engine)),
         )
-        workers, names = "unknown", []
+        workers, names, breakers = "unknown", [], {}
         if redis_check["status"] == "ok":
             names = await self._ping_workers()
             workers = "up" if names else "down"
+            breakers = await self._breakers()
         return ReadinessReport(
-            checks={"redis": redis_check, "database": db_check}, workers=workers, worker_names=names
+            checks={"redis": redis_check, "database": db_check},
+            workers=workers,
+            worker_names=names,
+            breakers=breakers,
         )
+
+    async def _breakers(self) -> dict[str, str]:
+        """Circuit breaker states (reported, never failing readiness: the fallback keeps serving)."""
+        if not self._breaker_keys:
+            return {}
+        try:
+            values = await self._redis.mget(list(self._breaker_keys.values()))
+        except Exception:
+            return {}
+        return {name: str(value or "closed") for name, value in zip(self._breaker_keys, values, strict=True)}
 
     async def _timed(self, awaitable: Any) -> dict[str, Any]:
         started = time.perf_counter()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pybreaker
 
+from jeffrey_core.contract import EMOTION_BREAKER
 from jeffrey_core.settings import EmotionSettings, get_settings
 from jeffrey_worker.emotion.detector import EmotionDetector, fallback_result
 from jeffrey_worker.emotion.model import EmotionResult
@@ -22,7 +23,7 @@ from jeffrey_worker.metrics import BREAKER_STATES, base_method, worker_metrics
 from jeffrey_worker.resources import redis_bytes_client, redis_keys
 
 log = logging.getLogger(__name__)
-BREAKER_NAME = "emotion-model"
+BREAKER_NAME = EMOTION_BREAKER
 
 
 class SlowInferenceError(Exception):

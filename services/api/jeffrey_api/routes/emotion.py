@@ -18,10 +18,10 @@ from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
 from jeffrey_api.state import AppState
 from jeffrey_api.tasks import send
-from jeffrey_core.contract import Queue, TaskName
+from jeffrey_core.contract import EMOTION_BREAKER, Queue, TaskName
 
 router = APIRouter(prefix="/api/v1/emotion", tags=["emotion"])
-BREAKER = "emotion-model"
+BREAKER = EMOTION_BREAKER
 
 
 @router.post(
