@@ -7,6 +7,7 @@ documents all of them. Nothing here is read at import: call `get_settings()`.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -28,9 +29,9 @@ PLACEHOLDER_MARKERS = (
     "secret_key_here",
     "example",
     "xxxxxxxx",
-    "jeffrey2024secure",
-    "jeffrey_redis_secure_2024",
 )
+# The seed README's sample passwords all look like "jeffrey…<year>…": refuse that shape too.
+SAMPLE_PASSWORD_SHAPE = re.compile(r"jeffrey.*20\d\d", re.IGNORECASE)
 
 
 class _Section(BaseSettings):
@@ -222,7 +223,7 @@ def weak_secret_reason(value: str | None) -> str | None:
     if not value:
         return "is missing"
     lowered = value.lower()
-    if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS) or SAMPLE_PASSWORD_SHAPE.search(value):
         return "is a placeholder"
     if len(value) < MIN_SECRET_LENGTH:
         return f"is shorter than {MIN_SECRET_LENGTH} characters"

@@ -59,7 +59,7 @@ def test_visibility_timeout_must_exceed_the_hard_time_limit() -> None:
         ("", "is missing"),
         ("changethis-changethis-changethis-changethis", "is a placeholder"),
         ("your_secret_key_here_your_secret_key_here", "is a placeholder"),
-        ("jeffrey_redis_secure_2024", "is a placeholder"),
+        ("Jeffrey-is-safe-since-2025-really-really-long", "is a placeholder"),
         ("short-but-random-Q9x", "is shorter than 32 characters"),
         (STRONG, None),
     ],
