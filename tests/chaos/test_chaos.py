@@ -424,3 +424,37 @@ def test_two_beats_for_two_minutes_never_double_fire(
             beat.stop()
         api.stop()
         worker.stop()
+
+
+def test_sigterm_lets_the_running_batch_commit(
+    redis_url: str, sqlite_url: str, log_dir: Path, figures: dict[str, Any]
+) -> None:
+    fixed = {"DREAM_BATCH_MIN": "40", "DREAM_BATCH_MAX": "40", "DREAM_BATCH_INITIAL": "40"}
+    env = service_env(redis_url, sqlite_url, WORKER_METRICS_PORT="0", DREAM_FAULT_DELAY_SECONDS="2", **fixed)
+    worker = start_worker(env, log_dir, f"term-{uuid.uuid4().hex[:6]}@localhost", concurrency=1)
+    api, base = start_api(env, log_dir)
+    client = Client(base, env)
+    successor: ServiceProcess | None = None
+    try:
+        client.seed("sleepy", synthetic.generate(200, themes=3, seed=2))
+        run_id = client.run("sleepy")
+        eventually(lambda: client.get_run(run_id)["batches"] >= 1, 30, "run did not start")
+        time.sleep(0.5)  # the second batch is now inside its 2 s transaction
+        before = client.get_run(run_id)["batches"]
+        asked = time.monotonic()
+        os.kill(worker.pid, signal.SIGTERM)
+        assert worker.proc is not None
+        worker.proc.wait(timeout=70)
+        shutdown_seconds = time.monotonic() - asked
+        after = client.get_run(run_id)["batches"]
+        assert after == before + 1, (before, after)  # the batch in flight committed before exit
+        successor = start_worker(env, log_dir, f"term2-{uuid.uuid4().hex[:6]}@localhost", concurrency=1)
+        assert client.wait(run_id, 120)["status"] == "succeeded"
+        assert consolidated(sqlite_url, "sleepy") == (200, 200, 200)
+        assert client.dlq()["total"] == 0
+        figures.update(shutdown_seconds=round(shutdown_seconds, 1), batch_in_flight_committed=True, lost=0)
+    finally:
+        api.stop()
+        worker.stop()
+        if successor:
+            successor.stop()
