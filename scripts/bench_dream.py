@@ -68,6 +68,7 @@ def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: flo
             assert run is not None
             outcome = engine.run_batch(session, run, size, embedder, datetime.now(UTC))
             if outcome.exhausted:
+                merged = engine.merge_dreams(session, run.user_id, datetime.now(UTC))
                 store.finish_run(session, run, "succeeded")
             session.commit()
         tuner.record(size, outcome.seconds, ok=True, quality=outcome.quality)
@@ -94,6 +95,7 @@ def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: flo
             "dreams": dreams,
             "singletons": sum(1 for _, d, _ in rows if not d),
             "batches": run.batches,
+            "dreams_merged_at_end": merged,
             "batch_size_first_last_max": [sizes[0], sizes[-1], max(sizes)],
             "batch_size_trace": sizes[:40],
         }
@@ -122,7 +124,7 @@ def main() -> None:
                 f"  batches {result['batches']}  B first/last/max {result['batch_size_first_last_max']}"
             )
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out.relative_to(ROOT)}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

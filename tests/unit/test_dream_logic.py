@@ -165,3 +165,14 @@ def test_schedule_next_fire_and_validation() -> None:
 def test_adjusted_rand_index() -> None:
     assert synthetic.adjusted_rand_index(list("aabb"), list("xxyy")) == 1.0
     assert synthetic.adjusted_rand_index(list("aabbcc"), list("xyzxyz")) < 0.1
+
+
+def test_dreams_of_one_theme_merge_and_others_do_not() -> None:
+    beach_a = planner.DreamState.from_items(items_from(["beach sea sand waves swim"] * 3))
+    beach_b = planner.DreamState.from_items(items_from(["sand waves beach surf sea"] * 2))
+    kitchen = planner.DreamState.from_items(items_from(["kitchen pasta garlic sauce oven"] * 4))
+    for i, dream in enumerate((beach_a, beach_b, kitchen)):
+        dream.id = f"d{i}"
+    merges = planner.plan_merges([beach_a, beach_b, kitchen])
+    assert merges == [(0, 1)]
+    assert beach_a.member_count == 5 and kitchen.member_count == 4

@@ -93,6 +93,8 @@ def consolidate_batch(self: Any, run_id: str, seq: int | None = None) -> dict[st
                 _event("run.started", run)
             outcome = engine.run_batch(session, run, size, embedder(), utcnow(), annotate=_annotate)
             if outcome.exhausted:
+                merged = engine.merge_dreams(session, run.user_id, utcnow())
+                run.timings = {**(run.timings or {}), "dreams_merged": merged}
                 store.finish_run(session, run, "succeeded")
             if settings.dream.fault_delay_seconds:
                 time.sleep(settings.dream.fault_delay_seconds)  # test hook: widen the window before commit

@@ -235,3 +235,38 @@ def _advance_run(
     timings["batch_seconds_total"] = round(timings.get("batch_seconds_total", 0.0) + seconds, 4)
     run.timings = timings
     run.updated_at = now
+
+
+def merge_dreams(session: Session, user_id: str, now: datetime) -> int:
+    """Fold together the user's dreams that ended up on the same theme; returns how many were absorbed.
+
+    Batches cluster what they see; a theme first met in two different batches can start two dreams.
+    Run once at the end of a run, in its own transaction: members move to the kept dream, the
+    absorbed dream is deleted.
+    """
+    rows = session.scalars(
+        select(Dream)
+        .where(Dream.user_id == user_id)
+        .order_by(Dream.updated_at.desc())
+        .limit(DREAMS_CONSIDERED)
+    ).all()
+    states = [_state(row, session) for row in rows]
+    merges = planner.plan_merges(states)
+    if not merges:
+        return 0
+    absorbed_ids: set[str] = set()
+    for kept, absorbed in merges:
+        target, gone = rows[kept], rows[absorbed]
+        session.execute(update(Memory).where(Memory.dream_id == gone.id).values(dream_id=target.id))
+        session.execute(
+            update(Consolidation).where(Consolidation.dream_id == gone.id).values(dream_id=target.id)
+        )
+        absorbed_ids.add(gone.id)
+    for index, row in enumerate(rows):
+        if row.id not in absorbed_ids and any(kept == index for kept, _ in merges):
+            _write_state(row, states[index], now)
+    for row in rows:
+        if row.id in absorbed_ids:
+            session.delete(row)
+    session.flush()
+    return len(absorbed_ids)

@@ -99,6 +99,23 @@ class DreamState:
         if float(best.vector @ centroid) > float(self.summary_vector @ centroid):
             self.summary, self.summary_memory_id, self.summary_vector = best.text, best.memory_id, best.vector
 
+    def merge(self, other: DreamState) -> None:
+        """Absorb another dream of the same theme (its members move here)."""
+        self.centroid_sum = self.centroid_sum + other.centroid_sum
+        self.member_count += other.member_count
+        for term, weight in other.term_weights.items():
+            self.term_weights[term] = self.term_weights.get(term, 0.0) + weight
+        kept = sorted(self.term_weights.items(), key=lambda kv: (-kv[1], kv[0]))[:TERMS_KEPT]
+        self.term_weights = {k: round(v, 4) for k, v in kept}
+        for label, weight in other.emotion_weights.items():
+            self.emotion_weights[label] = self.emotion_weights.get(label, 0.0) + weight
+        self.first_memory_at = min(self.first_memory_at, other.first_memory_at)
+        self.last_memory_at = max(self.last_memory_at, other.last_memory_at)
+        centroid = self.centroid
+        if float(other.summary_vector @ centroid) > float(self.summary_vector @ centroid):
+            self.summary, self.summary_memory_id = other.summary, other.summary_memory_id
+            self.summary_vector = other.summary_vector
+
     @classmethod
     def from_items(cls, items: list[PlanItem]) -> DreamState:
         first = items[0]
@@ -161,3 +178,29 @@ def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
     grouped = {i for g in groups for i in g}
     singletons = [item for i, item in enumerate(ordered) if i not in grouped]
     return Plan(updated, created, singletons, score, len(ordered))
+
+
+MERGE_THRESHOLD = 0.5
+
+
+def plan_merges(dreams: list[DreamState], threshold: float = MERGE_THRESHOLD) -> list[tuple[int, int]]:
+    """(kept, absorbed) index pairs: each dream joins the most similar larger one when close enough.
+
+    Dreams are visited largest first (ties by id), so the result does not depend on input order.
+    """
+    order = sorted(range(len(dreams)), key=lambda i: (-dreams[i].member_count, dreams[i].id or ""))
+    kept: list[int] = []
+    merges: list[tuple[int, int]] = []
+    for index in order:
+        vector = dreams[index].centroid
+        best, best_sim = None, threshold
+        for k in kept:
+            sim = float(dreams[k].centroid @ vector)
+            if sim >= best_sim:
+                best, best_sim = k, sim
+        if best is None:
+            kept.append(index)
+        else:
+            dreams[best].merge(dreams[index])
+            merges.append((best, index))
+    return merges
