@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
@@ -149,7 +149,3 @@ def finish_run(session: Session, run: DreamRun, status: str, error: str | None =
     run.updated_at = now
     if run.started_at is not None:
         run.timings = {**(run.timings or {}), "run_seconds": round((now - run.started_at).total_seconds(), 3)}
-
-
-def since(moment: datetime | None) -> float | None:
-    return None if moment is None else moment.timestamp()
