@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 .PHONY: help venv run dev test test-chaos dashboards promtool train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
@@ -47,7 +47,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-token: $(STAMP) ## Mint an admin token for USER (default admin) with the secrets in .env or var/
+token: $(STAMP) ## Mint an admin token for USER_ID (default admin) with the secret in .env or var/
 	@$(BIN)/jeffrey token create --user $${USER_ID:-admin} --scope admin --scope memories
 
 migrate: $(STAMP) ## Apply database migrations to DATABASE_URL
