@@ -119,7 +119,11 @@ def test_forced_run_consolidates_every_memory_once_into_sensible_dreams(
     )
     assert ari >= 0.6, ari
 
-    status = httpx.get(f"{stack.api}/api/v1/dream/status", headers=headers).json()
+    # A user's own view (an admin token would count other tests' memories in the shared database).
+    own = {
+        "Authorization": "Bearer " + mint_token(stack.env["JEFFREY_SECRET_KEY"], user_id, ["memories"], 600)
+    }
+    status = httpx.get(f"{stack.api}/api/v1/dream/status", headers=own).json()
     assert status["runs"]["succeeded"] >= 1 and status["pending_memories"] == 0 and status["last_success_at"]
     metrics = httpx.get(f"{stack.api}/metrics").text
     assert 'jeffrey_dream_runs_total{outcome="succeeded"}' in metrics and "jeffrey_dream_quality " in metrics
