@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, true
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jeffrey_core.store.memories import Cursor
+from jeffrey_core.store.memories import Cursor, keyset_page
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory, utcnow
 
 ACTIVE = ("queued", "running")
@@ -60,36 +59,20 @@ def stale_runs(session: Session, older_than: timedelta) -> Sequence[DreamRun]:
     ).all()
 
 
-def _page_filter(created: Any, ident: Any, cursor: Cursor | None) -> ColumnElement[bool]:
-    if cursor is None:
-        return true()
-    return or_(created < cursor.created_at, and_(created == cursor.created_at, ident < cursor.id))
-
-
 def list_runs(
     session: Session, user_id: str | None, limit: int, cursor: Cursor | None
 ) -> tuple[list[DreamRun], Cursor | None]:
     query = select(DreamRun)
     if user_id is not None:
         query = query.where(DreamRun.user_id == user_id)
-    query = query.where(_page_filter(DreamRun.queued_at, DreamRun.id, cursor))
-    rows = list(
-        session.scalars(query.order_by(DreamRun.queued_at.desc(), DreamRun.id.desc()).limit(limit + 1))
-    )
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], Cursor(rows[limit - 1].queued_at, rows[limit - 1].id)
+    return keyset_page(session, query, DreamRun.queued_at, DreamRun.id, limit, cursor)
 
 
 def list_dreams(
     session: Session, user_id: str, limit: int, cursor: Cursor | None
 ) -> tuple[list[Dream], Cursor | None]:
     query = select(Dream).where(Dream.user_id == user_id)
-    query = query.where(_page_filter(Dream.created_at, Dream.id, cursor))
-    rows = list(session.scalars(query.order_by(Dream.created_at.desc(), Dream.id.desc()).limit(limit + 1)))
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], Cursor(rows[limit - 1].created_at, rows[limit - 1].id)
+    return keyset_page(session, query, Dream.created_at, Dream.id, limit, cursor)
 
 
 def dream_member_ids(session: Session, dream_id: str) -> list[str]:

@@ -8,12 +8,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import Select, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from jeffrey_core.store.models import IdempotencyKey, Memory, utcnow
+
+Row = TypeVar("Row")
 
 
 class InvalidCursorError(ValueError):
@@ -104,19 +106,22 @@ def list_memories(
         query = query.where(Memory.consolidated_at.is_(None))
     if filters.emotion is not None:
         query = query.where(Memory.emotion_label == filters.emotion)
+    return keyset_page(session, query, Memory.created_at, Memory.id, limit, cursor)
+
+
+def keyset_page(
+    session: Session, query: Select[Row], created: Any, ident: Any, limit: int, cursor: Cursor | None
+) -> tuple[list[Row], Cursor | None]:
+    """One page of `query`, newest first by (created, id), and the cursor of the next (None on the last)."""
     if cursor is not None:
         query = query.where(
-            or_(
-                Memory.created_at < cursor.created_at,
-                and_(Memory.created_at == cursor.created_at, Memory.id < cursor.id),
-            )
+            or_(created < cursor.created_at, and_(created == cursor.created_at, ident < cursor.id))
         )
-    query = query.order_by(Memory.created_at.desc(), Memory.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(query))
+    rows = list(session.scalars(query.order_by(created.desc(), ident.desc()).limit(limit + 1)))
     if len(rows) <= limit:
         return rows, None
-    rows = rows[:limit]
-    return rows, Cursor(created_at=rows[-1].created_at, id=rows[-1].id)
+    last = rows[limit - 1]
+    return rows[:limit], Cursor(getattr(last, created.key), getattr(last, ident.key))
 
 
 def find_idempotent_response(session: Session, user_id: str, key: str) -> IdempotencyKey | None:
