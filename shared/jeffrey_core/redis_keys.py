@@ -42,6 +42,9 @@ class RedisKeys:
     def breaker_state(self, name: str) -> str:
         return f"{self.breaker_namespace(name)}:pybreaker:state"
 
+    def breaker_opened_at(self, name: str) -> str:
+        return f"{self.breaker_namespace(name)}:pybreaker:opened_at"
+
     def dream_lock(self, user_id: str) -> str:
         """Held by the run consolidating this user (value: run id); TTL above the task time limit."""
         return f"{self.prefix}:dream:lock:{user_id}"

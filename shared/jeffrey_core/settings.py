@@ -89,6 +89,7 @@ class CelerySettings(_Section):
     visibility_timeout: int = Field(300, gt=0, validation_alias="CELERY_VISIBILITY_TIMEOUT")
     worker_concurrency: int | None = Field(None, ge=1, validation_alias="CELERY_WORKER_CONCURRENCY")
     beat_heartbeat_seconds: float = Field(30.0, gt=0, validation_alias="BEAT_HEARTBEAT_SECONDS")
+    redis_hygiene_seconds: float = Field(300.0, gt=0, validation_alias="REDIS_HYGIENE_SECONDS")
 
     @model_validator(mode="after")
     def _limits_are_consistent(self) -> CelerySettings:

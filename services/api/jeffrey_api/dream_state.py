@@ -6,16 +6,11 @@ from typing import Any
 
 import anyio
 
+from jeffrey_api.admission import queue_depth
 from jeffrey_api.state import AppState
 from jeffrey_core.contract import Queue
-from jeffrey_core.redis_keys import celery_queue_keys
 from jeffrey_core.schedule import next_fire_time
 from jeffrey_core.store import dreams as store
-
-
-async def queue_depth(state: AppState, queue: str) -> int:
-    lengths = [await state.redis.llen(key) for key in celery_queue_keys(queue)]
-    return int(sum(lengths))
 
 
 async def lock_holders(state: AppState) -> dict[str, str]:
@@ -61,7 +56,7 @@ async def dream_status(state: AppState, user_id: str | None) -> dict[str, Any]:
         "next_fire_at": next_fire_time(settings.schedule),
         "min_pending": settings.min_pending,
         "batch_size": int(batch_size) if batch_size else settings.batch_initial,
-        "dlq_size": await queue_depth(state, Queue.DEAD_LETTER.value),
+        "dlq_size": await anyio.to_thread.run_sync(queue_depth, state.sync_redis, Queue.DEAD_LETTER.value),
         "lock_holders": holders if user_id is None else {k: v for k, v in holders.items() if k == user_id},
         **view,
     }

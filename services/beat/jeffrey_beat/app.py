@@ -36,8 +36,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         },
         "redis-hygiene": {
             "task": TaskName.REDIS_HYGIENE.value,
-            "schedule": settings.celery.beat_heartbeat_seconds * 10,
-            "options": {"expires": settings.celery.beat_heartbeat_seconds * 10},
+            "schedule": settings.celery.redis_hygiene_seconds,
+            "options": {"expires": settings.celery.redis_hygiene_seconds},
         },
         # Safety net for annotation kicks the API could not send (Redis down at that moment).
         "emotion-sweep": {

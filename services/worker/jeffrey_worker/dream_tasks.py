@@ -30,14 +30,14 @@ from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model
 from jeffrey_worker.emotion_service import record_predictions
 from jeffrey_worker.metrics import worker_metrics
 from jeffrey_worker.reliability import jeffrey_task
-from jeffrey_worker.resources import _once, guarded_detector, redis_client, redis_keys, sessions
+from jeffrey_worker.resources import guarded_detector, per_process, redis_client, redis_keys, sessions
 
 log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 2.0
 
 
 def embedder() -> Embedder:
-    built: Embedder = _once("embedder", lambda: Embedder(idf_from_emotion_model()))
+    built: Embedder = per_process("embedder", lambda: Embedder(idf_from_emotion_model()))
     return built
 
 

@@ -17,7 +17,7 @@ from jeffrey_core.store.engine import create_db_engine, create_session_factory
 _per_process: dict[tuple[int, str], Any] = {}
 
 
-def _once(name: str, build: Any) -> Any:
+def per_process(name: str, build: Any) -> Any:
     """One instance per process: a forked pool child never reuses its parent's sockets or state."""
     key = (os.getpid(), name)
     if key not in _per_process:
@@ -26,7 +26,7 @@ def _once(name: str, build: Any) -> Any:
 
 
 def redis_client() -> redis.Redis:
-    client: redis.Redis = _once("redis", lambda: create_sync_redis(get_settings().redis))
+    client: redis.Redis = per_process("redis", lambda: create_sync_redis(get_settings().redis))
     return client
 
 
@@ -41,7 +41,7 @@ def redis_bytes_client() -> redis.Redis:
             socket_timeout=settings.socket_timeout,
         )
 
-    client: redis.Redis = _once("redis-bytes", build)
+    client: redis.Redis = per_process("redis-bytes", build)
     return client
 
 
@@ -50,12 +50,12 @@ def redis_keys() -> RedisKeys:
 
 
 def engine() -> Engine:
-    db: Engine = _once("engine", lambda: create_db_engine(get_settings().database))
+    db: Engine = per_process("engine", lambda: create_db_engine(get_settings().database))
     return db
 
 
 def sessions() -> sessionmaker[Session]:
-    factory: sessionmaker[Session] = _once("sessions", lambda: create_session_factory(engine()))
+    factory: sessionmaker[Session] = per_process("sessions", lambda: create_session_factory(engine()))
     return factory
 
 
@@ -63,4 +63,4 @@ def guarded_detector() -> Any:
     """The emotion detector behind its circuit breaker, loaded once per process."""
     from jeffrey_worker.emotion_service import build_guarded_detector
 
-    return _once("detector", build_guarded_detector)
+    return per_process("detector", build_guarded_detector)

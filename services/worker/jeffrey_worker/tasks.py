@@ -60,7 +60,7 @@ def redis_hygiene() -> dict[str, Any]:
             if len(examples) < 20:
                 examples.append(key)
     report = {"documented": documented, "undocumented": undocumented, "examples": examples, "at": time.time()}
-    period = get_settings().celery.beat_heartbeat_seconds * 10
+    period = get_settings().celery.redis_hygiene_seconds
     client.set(keys.redis_hygiene(), json.dumps(report), ex=max(60, int(period * 3)))
     return report
 

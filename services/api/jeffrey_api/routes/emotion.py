@@ -73,9 +73,8 @@ async def _breaker_wait(state: AppState, reset_seconds: float) -> int | None:
     Once the reset timeout has passed the call is let through: it is the half-open probe that
     closes the breaker again (refusing it would keep the breaker open forever).
     """
-    namespace = state.keys.breaker_namespace(BREAKER)
     breaker_state, opened_at = await state.redis.mget(
-        f"{namespace}:pybreaker:state", f"{namespace}:pybreaker:opened_at"
+        state.keys.breaker_state(BREAKER), state.keys.breaker_opened_at(BREAKER)
     )
     if breaker_state != "open":
         return None
