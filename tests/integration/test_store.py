@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jeffrey_core.settings import DatabaseSettings
+from jeffrey_core.store import idempotency as idem
 from jeffrey_core.store import memories as repo
 from jeffrey_core.store.engine import create_db_engine, create_session_factory, ping
 
@@ -121,40 +122,40 @@ def test_users_never_see_or_delete_each_others_memories(session: Session, user_i
 
 
 def test_idempotency_key_is_unique_per_user(session: Session, user_id: str) -> None:
-    repo.save_idempotent_response(session, user_id, "k1", "h", 201, {"id": "a"}, 60)
+    idem.save_idempotent_response(session, user_id, "k1", "h", 201, {"id": "a"}, 60)
     session.commit()
-    stored = repo.find_idempotent_response(session, user_id, "k1")
+    stored = idem.find_idempotent_response(session, user_id, "k1")
     assert stored is not None and stored.response == {"id": "a"}
-    repo.save_idempotent_response(session, user_id + "-b", "k1", "h", 201, {"id": "b"}, 60)
+    idem.save_idempotent_response(session, user_id + "-b", "k1", "h", 201, {"id": "b"}, 60)
     session.commit()
     session.expunge_all()
     with pytest.raises(IntegrityError):
-        repo.save_idempotent_response(session, user_id, "k1", "h2", 201, {"id": "c"}, 60)
+        idem.save_idempotent_response(session, user_id, "k1", "h2", 201, {"id": "c"}, 60)
         session.commit()
     session.rollback()
 
 
 def test_expired_idempotency_keys_are_forgotten(session: Session, user_id: str) -> None:
-    repo.save_idempotent_response(session, user_id, "old", "h", 201, {}, 60)
+    idem.save_idempotent_response(session, user_id, "old", "h", 201, {}, 60)
     session.commit()
-    stored = repo.find_idempotent_response(session, user_id, "old")
+    stored = idem.find_idempotent_response(session, user_id, "old")
     assert stored is not None
     stored.expires_at = datetime.now(UTC) - timedelta(seconds=1)
     session.commit()
-    assert repo.find_idempotent_response(session, user_id, "old") is None
+    assert idem.find_idempotent_response(session, user_id, "old") is None
     session.commit()
-    repo.save_idempotent_response(session, user_id, "older", "h", 201, {}, 60)
-    repo.save_idempotent_response(session, user_id, "fresh", "h", 201, {}, 60)
+    idem.save_idempotent_response(session, user_id, "older", "h", 201, {}, 60)
+    idem.save_idempotent_response(session, user_id, "fresh", "h", 201, {}, 60)
     session.commit()
-    older = repo.find_idempotent_response(session, user_id, "older")
+    older = idem.find_idempotent_response(session, user_id, "older")
     assert older is not None
     older.expires_at = datetime.now(UTC) - timedelta(seconds=1)
     session.commit()
-    assert repo.purge_expired_idempotency_keys(session) >= 1
+    assert idem.purge_expired_idempotency_keys(session) >= 1
     session.commit()
     session.expunge_all()
-    assert repo.find_idempotent_response(session, user_id, "older") is None
-    assert repo.find_idempotent_response(session, user_id, "fresh") is not None
+    assert idem.find_idempotent_response(session, user_id, "older") is None
+    assert idem.find_idempotent_response(session, user_id, "fresh") is not None
 
 
 def _emotion(version: str, label: str = "joy") -> dict[str, object]:

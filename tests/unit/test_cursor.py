@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jeffrey_core.store.memories import Cursor, InvalidCursorError
+from jeffrey_core.store.pagination import Cursor, InvalidCursorError
 
 pytestmark = pytest.mark.unit
 

@@ -1,17 +1,19 @@
-"""FastAPI dependencies as Annotated aliases: SettingsDep, SessionDep, PrincipalDep, AdminDep."""
+"""FastAPI dependencies as Annotated aliases: SettingsDep, SessionDep, PrincipalDep, AdminDep, and the
+query parameters every listing shares (UserIdQuery, LimitQuery, CursorDep)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from jeffrey_api.errors import ApiError
 from jeffrey_api.state import AppState
 from jeffrey_core.auth import Principal, Scope, TokenError, verify_token
 from jeffrey_core.settings import Settings
+from jeffrey_core.store.pagination import Cursor, InvalidCursorError
 
 
 def get_state(request: Request) -> AppState:
@@ -84,3 +86,24 @@ def acting_user(principal: Principal, user_id: str | None) -> str:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "only an admin token may act for another user_id")
     return user_id
+
+
+UserIdQuery = Annotated[
+    str | None, Query(min_length=1, max_length=128, description="Admins only: act for this user.")
+]
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+
+
+def get_cursor(
+    cursor: Annotated[
+        str | None, Query(max_length=512, description="next_cursor of the previous page")
+    ] = None,
+) -> Cursor | None:
+    """The decoded pagination cursor; 422 `invalid_cursor` when it was not produced by this API."""
+    try:
+        return Cursor.decode(cursor) if cursor else None
+    except InvalidCursorError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+
+
+CursorDep = Annotated[Cursor | None, Depends(get_cursor)]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jeffrey_api.errors import ApiError
-from jeffrey_core.store import memories as repo
+from jeffrey_core.store import idempotency as repo
 
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 

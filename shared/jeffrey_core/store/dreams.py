@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jeffrey_core.store.memories import Cursor, keyset_page
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory, utcnow
+from jeffrey_core.store.pagination import Cursor, keyset_page
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed")

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
 from jeffrey_api.admission import admit
-from jeffrey_api.deps import AdminDep, MemoriesPrincipalDep, SessionDep, SettingsDep, StateDep, acting_user
+from jeffrey_api.deps import (
+    AdminDep,
+    CursorDep,
+    LimitQuery,
+    MemoriesPrincipalDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    UserIdQuery,
+    acting_user,
+)
 from jeffrey_api.dream_state import dream_status
 from jeffrey_api.errors import ApiError
-from jeffrey_api.routes.memories import UserIdQuery
 from jeffrey_api.schemas import (
     DreamOut,
     DreamPage,
@@ -25,19 +34,9 @@ from jeffrey_api.schemas import (
 from jeffrey_api.tasks import send
 from jeffrey_core.contract import Queue, TaskName
 from jeffrey_core.store import dreams as store
-from jeffrey_core.store.memories import Cursor, InvalidCursorError
 from jeffrey_core.store.models import Dream, DreamRun
 
 router = APIRouter(prefix="/api/v1", tags=["dreams"])
-CursorQuery = Annotated[str | None, Query(max_length=512)]
-LimitQuery = Annotated[int, Query(ge=1, le=200)]
-
-
-def _cursor(token: str | None) -> Cursor | None:
-    try:
-        return Cursor.decode(token) if token else None
-    except InvalidCursorError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from exc
 
 
 @router.post(
@@ -98,14 +97,14 @@ def get_run(run_id: str, principal: MemoriesPrincipalDep, session: SessionDep) -
 def list_runs(
     principal: MemoriesPrincipalDep,
     session: SessionDep,
+    cursor: CursorDep,
     user_id: UserIdQuery = None,
     limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
 ) -> DreamRunPage:
     scope: str | None = acting_user(principal, user_id)
     if principal.is_admin and user_id is None:
         scope = None  # an admin sees every user's runs
-    rows, next_cursor = store.list_runs(session, scope, limit, _cursor(cursor))
+    rows, next_cursor = store.list_runs(session, scope, limit, cursor)
     return DreamRunPage(
         items=[DreamRunOut.from_row(r) for r in rows],
         next_cursor=next_cursor.encode() if next_cursor else None,
@@ -131,11 +130,11 @@ async def toggle(body: ToggleRequest, state: StateDep, _: AdminDep) -> dict[str,
 def list_dreams(
     principal: MemoriesPrincipalDep,
     session: SessionDep,
+    cursor: CursorDep,
     user_id: UserIdQuery = None,
     limit: LimitQuery = 50,
-    cursor: CursorQuery = None,
 ) -> DreamPage:
-    rows, next_cursor = store.list_dreams(session, acting_user(principal, user_id), limit, _cursor(cursor))
+    rows, next_cursor = store.list_dreams(session, acting_user(principal, user_id), limit, cursor)
     return DreamPage(
         items=[DreamOut.from_row(r) for r in rows], next_cursor=next_cursor.encode() if next_cursor else None
     )

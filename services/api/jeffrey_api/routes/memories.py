@@ -10,7 +10,16 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
-from jeffrey_api.deps import MemoriesPrincipalDep, SessionDep, SettingsDep, StateDep, acting_user
+from jeffrey_api.deps import (
+    CursorDep,
+    LimitQuery,
+    MemoriesPrincipalDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+    UserIdQuery,
+    acting_user,
+)
 from jeffrey_api.errors import ApiError
 from jeffrey_api.schemas import (
     EmotionLabel,
@@ -24,10 +33,6 @@ from jeffrey_api.tasks import kick_annotation
 from jeffrey_core.store import memories as repo
 
 router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
-
-UserIdQuery = Annotated[
-    str | None, Query(min_length=1, max_length=128, description="Admins only: act for this user.")
-]
 
 
 def _not_found(memory_id: str) -> ApiError:
@@ -75,21 +80,17 @@ def create_memories(
 def list_memories(
     principal: MemoriesPrincipalDep,
     session: SessionDep,
+    cursor: CursorDep,
     user_id: UserIdQuery = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: LimitQuery = 50,
     since: Annotated[datetime | None, Query(description="created_at >= since")] = None,
     until: Annotated[datetime | None, Query(description="created_at < until")] = None,
     consolidated: bool | None = None,
     emotion: EmotionLabel | None = None,
 ) -> MemoryPage:
     owner = acting_user(principal, user_id)
-    try:
-        after = repo.Cursor.decode(cursor) if cursor else None
-    except repo.InvalidCursorError as exc:
-        raise ApiError(422, "invalid_cursor", str(exc)) from exc
     filters = repo.MemoryFilter(since=since, until=until, consolidated=consolidated, emotion=emotion)
-    rows, next_cursor = repo.list_memories(session, owner, filters, limit, after)
+    rows, next_cursor = repo.list_memories(session, owner, filters, limit, cursor)
     return MemoryPage(
         items=[MemoryOut.from_row(r) for r in rows], next_cursor=next_cursor.encode() if next_cursor else None
     )
