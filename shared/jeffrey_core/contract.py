@@ -59,7 +59,24 @@ def queue_for(task_name: str) -> Queue:
     return Queue.DEFAULT
 
 
+class DreamToggle(StrEnum):
+    """Scheduled dreaming on/off, as stored in Redis (RedisKeys.dream_enabled); absent means on."""
+
+    ON = "1"
+    OFF = "0"
+
+    @classmethod
+    def is_on(cls, raw: str | bytes | None) -> bool:
+        value = raw.decode() if isinstance(raw, bytes) else raw
+        return value != cls.OFF.value
+
+    @classmethod
+    def of(cls, enabled: bool) -> DreamToggle:
+        return cls.ON if enabled else cls.OFF
+
+
 MAX_DETECT_TEXTS = 64
+MAX_TEXT_CHARS = 5000
 # Name of the emotion model's circuit breaker (its state lives in Redis, see RedisKeys.breaker_state).
 EMOTION_BREAKER = "emotion-model"
 

@@ -15,6 +15,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from jeffrey_core.contract import Queue
+
 MIN_SECRET_LENGTH = 32
 
 # Values that mean "somebody forgot to set this"; compared case-insensitively, substrings included.
@@ -104,13 +106,15 @@ class CelerySettings(_Section):
 
 class FlowerSettings(_Section):
     basic_auth: SecretStr | None = Field(None, validation_alias="FLOWER_BASIC_AUTH")
-    port: int = Field(5555, ge=1, le=65535, validation_alias="FLOWER_PORT")
 
 
 class ApiSettings(_Section):
     readiness_cache_seconds: float = Field(3.0, ge=0, validation_alias="READINESS_CACHE_SECONDS")
     worker_ping_timeout: float = Field(1.0, gt=0, validation_alias="WORKER_PING_TIMEOUT")
     idempotency_ttl_seconds: int = Field(24 * 3600, gt=0, validation_alias="IDEMPOTENCY_TTL_SECONDS")
+    # Refused with 413 before authentication and before any parsing. 4 MiB holds a batch of 500
+    # memories of 5,000 ASCII characters, or an import batch of 200 long accented ones.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="API_MAX_BODY_BYTES")
 
 
 class EmotionSettings(_Section):
@@ -164,11 +168,12 @@ class AdmissionSettings(_Section):
     default_max_depth: int = Field(5000, ge=1, validation_alias="QUEUE_MAX_DEPTH_DEFAULT")
     retry_after_seconds: int = Field(10, ge=1, validation_alias="QUEUE_FULL_RETRY_AFTER")
 
-    def max_depth(self, queue: str) -> int | None:
+    def max_depth(self, queue: Queue) -> int | None:
+        """The admission limit of `queue`; None for queues the API never sends to (dead_letter)."""
         return {
-            "dream": self.dream_max_depth,
-            "emotion": self.emotion_max_depth,
-            "default": self.default_max_depth,
+            Queue.DREAM: self.dream_max_depth,
+            Queue.EMOTION: self.emotion_max_depth,
+            Queue.DEFAULT: self.default_max_depth,
         }.get(queue)
 
 

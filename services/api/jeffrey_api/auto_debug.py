@@ -16,7 +16,7 @@ from jeffrey_api.state import AppState
 from jeffrey_core.contract import EMOTION_BREAKER, WORKER_QUEUES
 from jeffrey_core.dlq import DeadLetterQueue
 from jeffrey_core.store import dreams as store
-from jeffrey_core.store.models import DreamRun
+from jeffrey_core.store.models import DreamRun, RunStatus
 
 PENALTY = {"critical": 30, "warning": 10, "info": 0}
 BREAKER = EMOTION_BREAKER
@@ -104,7 +104,7 @@ def _redis_findings(state: AppState) -> list[Finding]:
     redis = state.sync_redis
     for queue in WORKER_QUEUES:
         depth = queue_depth(redis, queue.value)
-        limit = state.settings.admission.max_depth(queue.value) or 1
+        limit = state.settings.admission.max_depth(queue) or 1
         ratio = depth / limit
         severity = "critical" if ratio >= 1 else "warning" if ratio > 0.85 else "info"
         out.append(
@@ -193,7 +193,7 @@ async def _locks(state: AppState) -> list[Finding]:
 def _dream_findings(state: AppState) -> list[Finding]:
     with state.sessions() as session:
         last = store.last_run(session)
-        success = store.last_run(session, status="succeeded")
+        success = store.last_run(session, status=RunStatus.SUCCEEDED)
         pending = store.count_pending(session)
     age = (
         None

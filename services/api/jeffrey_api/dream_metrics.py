@@ -21,6 +21,7 @@ from jeffrey_api.admission import queue_depth
 from jeffrey_api.state import AppState
 from jeffrey_core.contract import Queue
 from jeffrey_core.store import dreams as store
+from jeffrey_core.store.models import RunStatus
 
 log = logging.getLogger(__name__)
 RUN_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
@@ -60,7 +61,7 @@ class DreamCollector(Collector):
     def _database(self, state: AppState) -> list[Any]:
         with state.sessions() as session:
             counts = store.run_counts(session)
-            last_success = store.last_run(session, status="succeeded")
+            last_success = store.last_run(session, status=RunStatus.SUCCEEDED)
             pending = store.count_pending(session)
             durations = sorted(store.run_durations(session))
             consolidated = store.consolidation_total(session)
@@ -125,7 +126,7 @@ class DreamCollector(Collector):
         for queue in Queue:
             depths[queue.value] = queue_depth(redis, queue.value)
             depth.add_metric([queue.value], depths[queue.value])
-            limit = state.settings.admission.max_depth(queue.value)
+            limit = state.settings.admission.max_depth(queue)
             if limit:
                 saturation.add_metric([queue.value], round(depths[queue.value] / limit, 4))
         families: list[Any] = []

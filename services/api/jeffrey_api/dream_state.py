@@ -11,6 +11,7 @@ from jeffrey_api.state import AppState
 from jeffrey_core.contract import Queue
 from jeffrey_core.schedule import next_fire_time
 from jeffrey_core.store import dreams as store
+from jeffrey_core.store.models import RunStatus
 
 
 async def lock_holders(state: AppState) -> dict[str, str]:
@@ -27,7 +28,7 @@ def _database_view(state: AppState, user_id: str | None) -> dict[str, Any]:
     with state.sessions() as session:
         counts = store.run_counts(session, user_id)
         last = store.last_run(session, user_id)
-        last_success = store.last_run(session, user_id, "succeeded")
+        last_success = store.last_run(session, user_id, RunStatus.SUCCEEDED)
         return {
             "runs": {
                 "total": sum(counts.values()),

@@ -1,28 +1,49 @@
-"""Sending work to the workers by task name (the API never imports worker code)."""
+"""Sending work to the workers by task name (the API never imports worker code).
+
+Every send goes through `jeffrey_core.enqueue` with the fail-fast request policy; `call` is the one
+send-and-wait round trip (emotion detection, echo), with its errors mapped to 503/504 envelopes.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import anyio
 import redis
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.state import AppState
-from jeffrey_core.contract import TaskName, queue_for
+from jeffrey_core import enqueue
+from jeffrey_core.contract import TaskName
 
 log = logging.getLogger(__name__)
 KICK_DEBOUNCE_MS = 1000
 
 
 def send(state: AppState, name: TaskName, countdown: float | None = None, **kwargs: Any) -> Any:
-    """Publish a task with at most one immediate retry: a dead broker must fail fast, not stall a request."""
-    queue = queue_for(name.value).value
-    # One quick retry: it replaces a pooled connection that died with a restarted Redis.
-    policy = {"max_retries": 1, "interval_start": 0, "interval_step": 0.1, "interval_max": 0.1}
-    return state.celery.send_task(
-        name.value, kwargs=kwargs, queue=queue, retry=True, retry_policy=policy, countdown=countdown
-    )
+    """Publish a task for a request: a dead broker must fail fast, not stall the request."""
+    return enqueue.send(state.celery, name, caller=enqueue.Caller.REQUEST, countdown=countdown, **kwargs)
+
+
+async def call(state: AppState, name: TaskName, timeout: float, **kwargs: Any) -> Any:
+    """Send a task and wait for its result: 504 when no worker answers in time, 503 when Redis is down."""
+
+    def round_trip() -> Any:
+        result = send(state, name, **kwargs)
+        try:
+            return result.get(timeout=timeout, propagate=True)
+        finally:
+            result.forget()
+
+    try:
+        return await anyio.to_thread.run_sync(round_trip)
+    except CeleryTimeoutError as exc:
+        raise ApiError(504, "worker_timeout", f"no worker answered within {timeout:g}s") from exc
+    except (KombuOperationalError, redis.RedisError, OSError) as exc:
+        raise unavailable("broker_unavailable", "the broker (Redis) is not reachable; retry later") from exc
 
 
 def kick_annotation(state: AppState) -> bool:

@@ -23,7 +23,7 @@ from jeffrey_core.locks import OwnedLock
 from jeffrey_core.schedule import schedule_slot
 from jeffrey_core.settings import get_settings
 from jeffrey_core.store import dreams as store
-from jeffrey_core.store.models import DreamRun, utcnow
+from jeffrey_core.store.models import DreamRun, RunStatus, RunTrigger, utcnow
 from jeffrey_worker.dream import engine
 from jeffrey_worker.dream.tuner import BatchSizeTuner, RedisTunerStore
 from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model
@@ -95,7 +95,7 @@ def consolidate_batch(self: Any, run_id: str, seq: int | None = None) -> dict[st
             if outcome.exhausted:
                 merged = engine.merge_dreams(session, run.user_id, utcnow())
                 run.timings = {**(run.timings or {}), "dreams_merged": merged}
-                store.finish_run(session, run, "succeeded")
+                store.finish_run(session, run, RunStatus.SUCCEEDED)
             if settings.dream.fault_delay_seconds:
                 time.sleep(settings.dream.fault_delay_seconds)  # test hook: widen the window before commit
             session.commit()
@@ -174,7 +174,7 @@ def _fail(run_id: str, lock: OwnedLock, error: str) -> dict[str, Any]:
     with sessions()() as session:
         run = session.get(DreamRun, run_id)
         if run is not None and run.status not in store.FINISHED:
-            store.finish_run(session, run, "failed", error[:2000])
+            store.finish_run(session, run, RunStatus.FAILED, error[:2000])
             session.commit()
             _event("run.failed", run, error=error[:500])
     lock.release()
@@ -197,7 +197,7 @@ def dream_cycle() -> dict[str, Any]:
         resent = [(run.id, run.batches) for run in stale]
         for user_id, _pending in store.users_with_pending(session, settings.dream.min_pending):
             if store.active_run(session, user_id) is None:
-                started.append(store.create_run(session, user_id, "schedule").id)
+                started.append(store.create_run(session, user_id, RunTrigger.SCHEDULE).id)
         session.commit()
     for run_id in started:
         consolidate_batch.apply_async(args=[run_id], kwargs={"seq": 0})

@@ -8,18 +8,28 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory, utcnow
+from jeffrey_core.store.models import (
+    ACTIVE_RUN_STATUSES,
+    FINISHED_RUN_STATUSES,
+    Consolidation,
+    Dream,
+    DreamRun,
+    Memory,
+    RunStatus,
+    RunTrigger,
+    utcnow,
+)
 from jeffrey_core.store.pagination import Cursor, keyset_page
 
-ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed")
+ACTIVE = tuple(s.value for s in ACTIVE_RUN_STATUSES)
+FINISHED = tuple(s.value for s in FINISHED_RUN_STATUSES)
 
 
-def create_run(session: Session, user_id: str, trigger: str) -> DreamRun:
+def create_run(session: Session, user_id: str, trigger: RunTrigger) -> DreamRun:
     run = DreamRun(
         user_id=user_id,
-        trigger=trigger,
-        status="queued",
+        trigger=trigger.value,
+        status=RunStatus.QUEUED.value,
         memories_total=count_pending(session, user_id),
         timings={},
     )
@@ -87,12 +97,14 @@ def run_counts(session: Session, user_id: str | None = None) -> dict[str, int]:
     return {status: int(n) for status, n in session.execute(query)}
 
 
-def last_run(session: Session, user_id: str | None = None, status: str | None = None) -> DreamRun | None:
+def last_run(
+    session: Session, user_id: str | None = None, status: RunStatus | None = None
+) -> DreamRun | None:
     query = select(DreamRun)
     if user_id is not None:
         query = query.where(DreamRun.user_id == user_id)
     if status is not None:
-        query = query.where(DreamRun.status == status).order_by(DreamRun.finished_at.desc())
+        query = query.where(DreamRun.status == status.value).order_by(DreamRun.finished_at.desc())
     else:
         query = query.order_by(DreamRun.queued_at.desc())
     return session.scalars(query.limit(1)).first()
@@ -100,7 +112,7 @@ def last_run(session: Session, user_id: str | None = None, status: str | None = 
 
 def average_quality(session: Session, user_id: str | None = None) -> float | None:
     query = select(func.avg(DreamRun.quality)).where(
-        DreamRun.status == "succeeded", DreamRun.quality.is_not(None)
+        DreamRun.status == RunStatus.SUCCEEDED.value, DreamRun.quality.is_not(None)
     )
     if user_id is not None:
         query = query.where(DreamRun.user_id == user_id)
@@ -124,9 +136,9 @@ def dreams_by_emotion(session: Session) -> dict[str, int]:
     return {emotion or "none": int(n) for emotion, n in session.execute(query)}
 
 
-def finish_run(session: Session, run: DreamRun, status: str, error: str | None = None) -> None:
+def finish_run(session: Session, run: DreamRun, status: RunStatus, error: str | None = None) -> None:
     now = utcnow()
-    run.status = status
+    run.status = status.value
     run.error = error
     run.finished_at = now
     run.updated_at = now

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +46,31 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_RUN_STATUSES
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_RUN_STATUSES
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+FINISHED_RUN_STATUSES = (RunStatus.SUCCEEDED, RunStatus.FAILED)
+
+
+class RunTrigger(StrEnum):
+    SCHEDULE = "schedule"
+    API = "api"
+    REPLAY = "replay"
 
 
 class Base(DeclarativeBase):
@@ -131,8 +157,8 @@ class DreamRun(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     user_id: Mapped[str] = mapped_column(String(128), nullable=False)
-    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # schedule | api | replay
-    status: Mapped[str] = mapped_column(String(16), nullable=False)  # queued | running | succeeded | failed
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)  # a RunTrigger value
+    status: Mapped[str] = mapped_column(String(16), nullable=False)  # a RunStatus value
     batches: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     memories_processed: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     memories_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

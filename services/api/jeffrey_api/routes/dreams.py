@@ -34,7 +34,7 @@ from jeffrey_api.schemas import (
 from jeffrey_api.tasks import send
 from jeffrey_core.contract import Queue, TaskName
 from jeffrey_core.store import dreams as store
-from jeffrey_core.store.models import Dream, DreamRun
+from jeffrey_core.store.models import Dream, DreamRun, RunTrigger
 
 router = APIRouter(prefix="/api/v1", tags=["dreams"])
 
@@ -54,7 +54,7 @@ def start_run(
 ) -> JSONResponse:
     owner = acting_user(principal, user_id)
     key = idempotency.validate_key(idempotency_key)
-    admit(state, Queue.DREAM.value)
+    admit(state, Queue.DREAM)
     if not force and state.sync_redis.get(state.keys.dream_enabled()) == "0":
         raise ApiError(
             409, "dreams_disabled", "dreaming is disabled; POST /api/v1/dream/toggle or use ?force=true"
@@ -63,7 +63,7 @@ def start_run(
     run_ids: list[str] = []
 
     def create() -> dict[str, Any]:
-        run = store.create_run(session, owner, "api")
+        run = store.create_run(session, owner, RunTrigger.API)
         run_ids.append(run.id)
         return {"run_id": run.id, "status": run.status, "status_url": f"/api/v1/dream/runs/{run.id}"}
 

@@ -7,17 +7,15 @@ import time
 from typing import Any
 
 import anyio
-from celery.exceptions import TimeoutError as CeleryTimeoutError
 from fastapi import APIRouter
-from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import RedisError
 
 from jeffrey_api.admission import admit
 from jeffrey_api.deps import MemoriesPrincipalDep, SettingsDep, StateDep
-from jeffrey_api.errors import ApiError, unavailable
+from jeffrey_api.errors import unavailable
 from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
 from jeffrey_api.state import AppState
-from jeffrey_api.tasks import send
+from jeffrey_api.tasks import call
 from jeffrey_core.contract import EMOTION_BREAKER, Queue, TaskName
 
 router = APIRouter(prefix="/api/v1/emotion", tags=["emotion"])
@@ -44,25 +42,12 @@ async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _:
         raise unavailable(
             "model_unavailable", "the emotion model's circuit breaker is open; retry later", wait
         )
-    await anyio.to_thread.run_sync(admit, state, Queue.EMOTION.value)
+    await anyio.to_thread.run_sync(admit, state, Queue.EMOTION)
     report, _cached = await state.readiness.report()
     if report.workers != "up":
         raise unavailable("no_worker", "no worker is reachable to run the emotion model; retry later", 10)
 
-    def round_trip() -> list[dict[str, Any]]:
-        result = send(state, TaskName.EMOTION_DETECT, texts=texts)
-        try:
-            value: list[dict[str, Any]] = result.get(timeout=timeout, propagate=True)
-            return value
-        finally:
-            result.forget()
-
-    try:
-        items = await anyio.to_thread.run_sync(round_trip)
-    except CeleryTimeoutError as exc:
-        raise ApiError(504, "worker_timeout", f"no worker answered within {timeout:g}s") from exc
-    except (KombuOperationalError, RedisError, OSError) as exc:
-        raise unavailable("broker_unavailable", "the broker (Redis) is not reachable; retry later") from exc
+    items: list[dict[str, Any]] = await call(state, TaskName.EMOTION_DETECT, timeout, texts=texts)
     detections = [EmotionDetection(**item) for item in items]
     return detections[0] if body.text is not None else DetectBatchOut(items=detections)
 
