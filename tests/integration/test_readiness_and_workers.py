@@ -26,8 +26,12 @@ from tests.support.processes import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def ready(base: str) -> httpx.Response:
-    return httpx.get(f"{base}/readyz", timeout=10)
+def ready(base: str, admin: bool = False) -> httpx.Response:
+    headers = {}
+    if admin:  # details (errors, latencies, worker names) are for admins only
+        token = mint_token(service_env("", "")["JEFFREY_SECRET_KEY"], "ops", ["admin"], 60)
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.get(f"{base}/readyz", timeout=10, headers=headers)
 
 
 def workers_state(base: str) -> str:
@@ -58,7 +62,9 @@ def test_readyz_reports_workers_up_then_down_without_failing(
     worker = start_worker(env, log_dir, hostname)
     try:
         eventually(lambda: ready(api).json()["workers"] == "up", 15, "readyz never saw the worker")
-        assert hostname in ready(api).json()["worker_names"]
+        assert hostname in ready(api, admin=True).json()["worker_names"]
+        anonymous = ready(api)
+        assert "worker_names" not in anonymous.json() and hostname.split("@")[0] not in anonymous.text
     finally:
         worker.stop()
     started = time.monotonic()
@@ -112,7 +118,11 @@ def test_readyz_is_503_when_the_database_is_unreachable(redis_url: str, log_dir:
         assert response.status_code == 503 and response.headers["retry-after"]
         error = response.json()["error"]
         assert error["code"] == "not_ready" and "database" in error["message"]
-        assert error["details"]["checks"]["database"]["status"] == "fail"
+        assert error["details"]["checks"] == {"redis": {"status": "ok"}, "database": {"status": "fail"}}
+        port = dead_db.rsplit(":", 1)[1].split("/")[0]
+        assert port not in response.text and "127.0.0.1" not in response.text
+        detailed = ready(base, admin=True).json()["error"]["details"]["checks"]["database"]
+        assert detailed["status"] == "fail" and detailed["error"]
         token = mint_token(service_env("", "")["JEFFREY_SECRET_KEY"], "u1", ["memories"], 60)
         write = httpx.post(
             f"{base}/api/v1/memories", json={"text": "hi"}, headers={"Authorization": f"Bearer {token}"}

@@ -10,7 +10,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -98,6 +105,38 @@ async def _database_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_refused_data(_: Request, exc: Exception) -> JSONResponse:
+    # The database (or the driver binding a value) refused a value: the request is wrong, not the server.
+    # Only the class is logged: the statement's parameters may hold user text.
+    log.warning("database refused a value: %s", _cause_name(exc))
+    return error_response(422, "invalid_data", "the database refused a value of this request")
+
+
+async def _database_conflict(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("database constraint violated: %s", _cause_name(exc))
+    return error_response(409, "conflict", "the request conflicts with stored data")
+
+
+async def _database_failed(_: Request, exc: Exception) -> JSONResponse:
+    # Any other DBAPI error (internal, programming, not supported): the database cannot serve it now.
+    log.error("database error: %s", _cause_name(exc))
+    return error_response(
+        503,
+        "database_error",
+        "the database could not process the request; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def _cause_name(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None)
+    return (
+        f"{exc.__class__.__name__} ({orig.__class__.__name__})"
+        if orig is not None
+        else exc.__class__.__name__
+    )
+
+
 async def _redis_error(_: Request, exc: Exception) -> JSONResponse:
     log.warning("redis unavailable: %s", exc.__class__.__name__)
     return error_response(
@@ -120,5 +159,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_error)
     app.add_exception_handler(PoolTimeoutError, _database_error)
     app.add_exception_handler(InterfaceError, _database_error)
+    # Starlette picks the handler of the closest class in the exception's MRO.
+    app.add_exception_handler(DataError, _database_refused_data)
+    app.add_exception_handler(StatementError, _database_refused_data)  # a bind value was refused
+    app.add_exception_handler(IntegrityError, _database_conflict)
+    app.add_exception_handler(DBAPIError, _database_failed)
     app.add_exception_handler(RedisError, _redis_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,18 +14,12 @@ from prometheus_fastapi_instrumentator import Instrumentator
 import jeffrey_core
 from jeffrey_api.dream_metrics import DreamCollector
 from jeffrey_api.errors import install_error_handlers
-from jeffrey_api.middleware import RequestIdMiddleware
-from jeffrey_api.readiness import ReadinessProbe
+from jeffrey_api.middleware import ApiAuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
 from jeffrey_api.routes import dlq, dreams, emotion, events, health, memories, ops
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
-from jeffrey_core.celery_factory import create_celery
-from jeffrey_core.contract import EMOTION_BREAKER
 from jeffrey_core.logging import configure_logging
-from jeffrey_core.redis_client import create_async_redis, create_sync_redis
-from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings, get_settings
-from jeffrey_core.store.engine import create_db_engine, create_session_factory
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,43 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_db_engine(settings.database)
-        redis = create_async_redis(settings.redis)
-        sync_redis = create_sync_redis(settings.redis)
-        celery = create_celery(settings, main="jeffrey-api")
-        app.state.jeffrey = AppState(
-            settings=settings,
-            engine=engine,
-            sessions=create_session_factory(engine),
-            redis=redis,
-            sync_redis=sync_redis,
-            celery=celery,
-            readiness=ReadinessProbe(
-                redis,
-                engine,
-                celery,
-                cache_seconds=settings.api.readiness_cache_seconds,
-                worker_ping_timeout=settings.api.worker_ping_timeout,
-                breaker_keys={
-                    EMOTION_BREAKER: RedisKeys(settings.redis.key_prefix).breaker_state(EMOTION_BREAKER)
-                },
-            ),
-            registry=registry,
-            keys=RedisKeys(settings.redis.key_prefix),
-        )
-        try:
-            yield
-        finally:
-            await redis.aclose()
-            sync_redis.close()
-            celery.close()
-            engine.dispose()
-
     error_responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorEnvelope} for code in (401, 403, 404, 422, 503)
+        code: {"model": ErrorEnvelope} for code in (401, 403, 404, 413, 422, 503)
     }
     app = FastAPI(
         title="Jeffrey OS dream infrastructure",
@@ -79,10 +38,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=(
             "Store memories, annotate emotions, consolidate dreams. Auth: `Authorization: Bearer <jwt>`."
         ),
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, registry),
         responses=error_responses,
     )
     install_error_handlers(app)
+    _add_middleware(app, settings)
+    _add_metrics(app, registry)
+    _include_routers(app)
+    return app
+
+
+def _lifespan(
+    settings: Settings, registry: CollectorRegistry
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = AppState.open(settings, registry)
+        app.state.jeffrey = state
+        try:
+            yield
+        finally:
+            await state.close()
+
+    return lifespan
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    # Added innermost first. A request meets: metrics, request id, CORS (answers preflights), the
+    # body-size limit (413 before anything else reads), authentication of /api/v1 (401 before the
+    # body is parsed), then the routes.
+    app.add_middleware(ApiAuthMiddleware, settings=settings)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.security.cors_origins,
@@ -91,21 +77,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
     )
     app.add_middleware(RequestIdMiddleware)
+
+
+def _add_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
     Instrumentator(
         registry=registry,
         excluded_handlers=["/metrics"],
         should_group_status_codes=False,
     ).instrument(app)
     registry.register(DreamCollector(lambda: getattr(app.state, "jeffrey", None)))
-    app.include_router(health.router)
-    app.include_router(memories.router)
-    app.include_router(emotion.router)
-    app.include_router(dreams.router)
-    app.include_router(events.router)
-    app.include_router(dlq.router)
-    app.include_router(ops.router)
-    app.include_router(ops.brain_router)
-    return app
+
+
+def _include_routers(app: FastAPI) -> None:
+    for router in (
+        health.router,
+        memories.router,
+        emotion.router,
+        dreams.router,
+        events.router,
+        dlq.router,
+        ops.router,
+        ops.brain_router,
+    ):
+        app.include_router(router)
 
 
 def __getattr__(name: str) -> FastAPI:

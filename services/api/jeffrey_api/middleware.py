@@ -1,4 +1,4 @@
-"""Request id on every response and log line, plus one access-log line per request."""
+"""Pure ASGI layers in front of the routes: request id and access log, body-size limit, authentication."""
 
 from __future__ import annotations
 
@@ -7,9 +7,15 @@ import re
 import time
 import uuid
 
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jeffrey_api.deps import get_principal
+from jeffrey_api.errors import ApiError, error_response
 from jeffrey_core.logging import request_id_var
+from jeffrey_core.settings import Settings
 
 REQUEST_ID_HEADER = "x-request-id"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -59,3 +65,87 @@ class RequestIdMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+class BodyTooLargeError(StarletteHTTPException):
+    """Raised from `receive` once the streamed body passes the limit; FastAPI re-raises HTTPExceptions
+    met while reading the body, so the app's handler answers it with the error envelope."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body exceeds {limit} bytes")
+
+
+class BodySizeLimitMiddleware:
+    """Refuses a request body larger than `max_bytes` before anything reads or parses it.
+
+    A declared Content-Length over the limit is answered 413 at once, before authentication; a body
+    without one (chunked) is counted as it streams and refused as soon as it passes the limit, so
+    the process never holds more than about `max_bytes` of it. Unread bytes are dropped by the server.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BodyTooLargeError(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLargeError:
+            if started:
+                raise
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No `Connection: close`: the server drops the rest of the body unread, and the client gets
+        # to read this answer instead of a reset while it is still sending.
+        response = error_response(
+            413, "payload_too_large", f"the request body exceeds {self.max_bytes} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class ApiAuthMiddleware:
+    """Authenticates every request under `prefix` before any of it is read: a missing or invalid
+    token gets 401 whatever the body, so an anonymous caller never makes the API parse anything.
+
+    It applies the same check as the routes' `PrincipalDep` (scopes are still checked per route)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, prefix: str = "/api/v1") -> None:
+        self.app = app
+        self.settings = settings
+        self.prefix = prefix.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
+            try:
+                get_principal(Request(scope), self.settings)
+            except ApiError as exc:
+                response = error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -36,6 +36,19 @@ class ReadinessReport:
     def failing(self) -> list[str]:
         return [name for name, check in self.checks.items() if check["status"] != "ok"]
 
+    def public_dict(self, cached: bool) -> dict[str, Any]:
+        """What anyone may read: check names and their status, the worker and breaker states.
+
+        No exception text, latency, host, port or worker name: those are for admins (`as_dict`)."""
+        return {
+            "status": "ready" if self.ready else "not_ready",
+            "checks": {name: {"status": check["status"]} for name, check in self.checks.items()},
+            "workers": self.workers,
+            "breakers": self.breakers,
+            "cached": cached,
+            "checked_at": self.checked_at,
+        }
+
     def as_dict(self, cached: bool) -> dict[str, Any]:
         return {
             "status": "ready" if self.ready else "not_ready",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
+from jeffrey_api.validation import MAX_JSON_DEPTH, BoundedDatetime, SafeText, bounded_json
 from jeffrey_core.store.models import Memory
 
 MAX_TEXT_CHARS = 5000
@@ -18,9 +19,16 @@ MAX_META_BYTES = 16 * 1024
 class MemoryCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS, description="What the user lived or said.")
-    meta: dict[str, Any] = Field(default_factory=dict, description="Free-form JSON object, up to 16 KiB.")
-    created_at: datetime | None = Field(None, description="When it happened (ISO 8601; naive means UTC).")
+    text: SafeText = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS, description="What the user lived or said."
+    )
+    meta: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"Free-form JSON object, up to 16 KiB and {MAX_JSON_DEPTH} levels deep.",
+    )
+    created_at: BoundedDatetime | None = Field(
+        None, description="When it happened (ISO 8601; naive means UTC; years 1970..9999 in UTC)."
+    )
 
     @field_validator("text")
     @classmethod
@@ -29,19 +37,18 @@ class MemoryCreate(BaseModel):
             raise ValueError("text must not be blank")
         return value
 
+    @field_validator("meta", mode="before")
+    @classmethod
+    def _shallow_meta(cls, value: Any) -> Any:
+        # Before pydantic walks it: a deep tree is refused without recursing through it.
+        return bounded_json(value)
+
     @field_validator("meta")
     @classmethod
     def _small_meta(cls, value: dict[str, Any]) -> dict[str, Any]:
         if len(json.dumps(value, default=str)) > MAX_META_BYTES:
             raise ValueError(f"meta must serialise to at most {MAX_META_BYTES} bytes")
         return value
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class MemoryBatchCreate(BaseModel):
@@ -116,8 +123,8 @@ class DetectRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
-    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
+    text: SafeText | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    texts: list[Annotated[SafeText, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
         None, min_length=1, max_length=64
     )
     timeout: float | None = Field(None, gt=0, le=30, description="Seconds to wait for a worker (default 5).")

@@ -15,7 +15,8 @@ from jeffrey_core.settings import DatabaseSettings
 def create_db_engine(settings: DatabaseSettings) -> Engine:
     """An engine for DATABASE_URL; creates the SQLite file's folder when needed."""
     url = make_url(settings.url)
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: errors and logs show the statement, never the values (they hold user text).
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jeffrey_api.deps import StateDep
-from jeffrey_api.errors import RETRY_AFTER_SECONDS, error_response
+from jeffrey_api.deps import StateDep, get_principal
+from jeffrey_api.errors import RETRY_AFTER_SECONDS, ApiError, error_response
 
 router = APIRouter(tags=["health"])
 
@@ -23,11 +23,15 @@ async def healthz() -> dict[str, Any]:
 @router.get(
     "/readyz",
     summary="Readiness: Redis and database answer; workers reported as up/down without failing",
+    description=(
+        "Open to anyone with check names and statuses only; an admin token also gets each check's "
+        "error and latency and the worker names."
+    ),
     responses={503: {"description": "a required check failed; the error details name it"}},
 )
-async def readyz(state: StateDep) -> JSONResponse:
+async def readyz(request: Request, state: StateDep) -> JSONResponse:
     report, cached = await state.readiness.report()
-    body = report.as_dict(cached)
+    body = report.as_dict(cached) if _is_admin(request, state) else report.public_dict(cached)
     if report.ready:
         return JSONResponse(body)
     failing = ", ".join(report.failing)
@@ -38,6 +42,16 @@ async def readyz(state: StateDep) -> JSONResponse:
         body,
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+def _is_admin(request: Request, state: StateDep) -> bool:
+    """Whether the caller sent a valid admin token (no token, or a bad one, just gets the public view)."""
+    if "authorization" not in request.headers:
+        return False
+    try:
+        return get_principal(request, state.settings).is_admin
+    except ApiError:
+        return False
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)

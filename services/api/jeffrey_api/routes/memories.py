@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
@@ -30,7 +29,9 @@ from jeffrey_api.schemas import (
     MemoryPostBody,
 )
 from jeffrey_api.tasks import kick_annotation
+from jeffrey_api.validation import BoundedDatetime, bounded_utc, safe_text
 from jeffrey_core.store import memories as repo
+from jeffrey_core.store.pagination import Cursor
 
 router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
 
@@ -83,12 +84,17 @@ def list_memories(
     cursor: CursorDep,
     user_id: UserIdQuery = None,
     limit: LimitQuery = 50,
-    since: Annotated[datetime | None, Query(description="created_at >= since")] = None,
-    until: Annotated[datetime | None, Query(description="created_at < until")] = None,
+    since: Annotated[BoundedDatetime | None, Query(description="created_at >= since")] = None,
+    until: Annotated[BoundedDatetime | None, Query(description="created_at < until")] = None,
     consolidated: bool | None = None,
     emotion: EmotionLabel | None = None,
 ) -> MemoryPage:
     owner = acting_user(principal, user_id)
+    if cursor is not None:  # a forged cursor must not carry what the query string may not
+        try:
+            cursor = Cursor(bounded_utc(cursor.created_at), safe_text(cursor.id))
+        except ValueError as exc:
+            raise ApiError(422, "invalid_cursor", f"cursor is out of range: {exc}") from exc
     filters = repo.MemoryFilter(since=since, until=until, consolidated=consolidated, emotion=emotion)
     rows, next_cursor = repo.list_memories(session, owner, filters, limit, cursor)
     return MemoryPage(
