@@ -7,10 +7,13 @@ documents all of them. Nothing here is read at import: call `get_settings()`.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Annotated, Literal
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,6 +21,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from jeffrey_core.contract import Queue
 
 MIN_SECRET_LENGTH = 32
+# Low-entropy refusal ("a" * 32, "abcdefgh" * 4): a random hex or base64 secret of 32 characters
+# passes these with a wide margin (200,000 draws of secrets.token_hex(16): at least 9 distinct
+# characters and 2.9 bits per character).
+MIN_DISTINCT_CHARACTERS = 8
+MIN_BITS_PER_CHARACTER = 2.5
 
 # Values that mean "somebody forgot to set this"; compared case-insensitively, substrings included.
 PLACEHOLDER_MARKERS = (
@@ -48,6 +56,12 @@ class SecuritySettings(_Section):
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"],
         validation_alias="CORS_ORIGINS",
     )
+
+    @field_validator("secret_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # Compose blanks it in the services that never verify or mint tokens.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -225,7 +239,7 @@ class Settings(BaseModel):
 
 
 def weak_secret_reason(value: str | None) -> str | None:
-    """Why a secret is unfit for production, or None when it is fine."""
+    """Why a secret is unfit for production, or None when it is fine. Never says what the value is."""
     if not value:
         return "is missing"
     lowered = value.lower()
@@ -233,34 +247,92 @@ def weak_secret_reason(value: str | None) -> str | None:
         return "is a placeholder"
     if len(value) < MIN_SECRET_LENGTH:
         return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if (
+        len(set(value)) < MIN_DISTINCT_CHARACTERS
+        or shannon_bits_per_char(value) < MIN_BITS_PER_CHARACTER
+        or value in (value + value)[1:-1]  # a shorter unit repeated: "abcdefgh" * 4
+    ):
+        return "has too little entropy (generate one with secrets.token_urlsafe(48))"
     return None
 
 
-def production_problems(settings: Settings) -> list[str]:
-    """Every reason the settings are unsafe for SECURITY_MODE=prod, each naming its variable."""
-    problems: list[str] = []
+def shannon_bits_per_char(value: str) -> float:
+    """The Shannon entropy of the value's character distribution, in bits per character."""
+    total = len(value)
+    return -sum(n / total * math.log2(n / total) for n in Counter(value).values()) if total else 0.0
 
-    def check(name: str, secret: SecretStr | None) -> None:
-        reason = weak_secret_reason(secret.get_secret_value() if secret else None)
+
+def production_problems(settings: Settings) -> list[str]:
+    """Every reason the settings are unsafe for SECURITY_MODE=prod, each naming its variable and
+    never quoting a value.
+
+    JEFFREY_SECRET_KEY may be absent (the worker, beat, flower and migrate do not need it; the API
+    refuses to start without it); when present it must be strong like every other secret."""
+    problems: list[str] = []
+    secrets: list[tuple[str, str]] = []
+
+    def check(name: str, value: str | None) -> None:
+        reason = weak_secret_reason(value)
         if reason:
             problems.append(f"{name} {reason}")
+        if value:
+            secrets.append((name, value))
 
-    check("JEFFREY_SECRET_KEY", settings.security.secret_key)
-    check("REDIS_PASSWORD", settings.redis.password or _password_in_url(settings.redis.url))
-    flower = settings.flower.basic_auth.get_secret_value() if settings.flower.basic_auth else ""
-    check("FLOWER_BASIC_AUTH (password part)", SecretStr(flower.partition(":")[2]) if flower else None)
+    if settings.security.secret_key is not None:
+        check("JEFFREY_SECRET_KEY", settings.security.secret_key.get_secret_value())
+    redis_url_password = _password_in_url(settings.redis.url)
+    if settings.redis.password is not None or redis_url_password is None:
+        check("REDIS_PASSWORD", _reveal(settings.redis.password))
+    if redis_url_password is not None:
+        check("REDIS_URL (password)", redis_url_password)
+    database_url = settings.database.url
+    if not database_url.startswith("sqlite"):
+        check("DATABASE_URL (password)", _password_in_url(database_url))
+    _check_flower(_reveal(settings.flower.basic_auth), check, problems)
+    if settings.observability.grafana_admin_password is not None:
+        check("GF_SECURITY_ADMIN_PASSWORD", _reveal(settings.observability.grafana_admin_password))
+    seen: dict[str, str] = {}
+    for name, value in secrets:
+        if value in seen:
+            problems.append(f"{name} reuses the value of {seen[value]}; every secret must be its own")
+        else:
+            seen[value] = name
     if settings.emotion.fault:
         problems.append("EMOTION_FAULT is a test hook and must be empty")
     if settings.dream.fault_delay_seconds:
         problems.append("DREAM_FAULT_DELAY_SECONDS is a test hook and must be 0")
-    if "*" in settings.security.cors_origins:
-        problems.append("CORS_ORIGINS must not allow '*'")
+    origins = {origin.strip().lower() for origin in settings.security.cors_origins}
+    for wildcard in ("*", "null"):
+        if wildcard in origins:
+            problems.append(f"CORS_ORIGINS must not allow '{wildcard}'")
     return problems
 
 
-def _password_in_url(url: str) -> SecretStr | None:
-    password = urlsplit(url).password
-    return SecretStr(password) if password else None
+def _check_flower(
+    basic_auth: str | None, check: Callable[[str, str | None], None], problems: list[str]
+) -> None:
+    """Flower takes `user:password[,user:password...]`: every user's password must be strong."""
+    if not basic_auth:
+        check("FLOWER_BASIC_AUTH", None)
+        return
+    for position, entry in enumerate(basic_auth.split(","), start=1):
+        user, colon, password = entry.strip().partition(":")
+        if not user or not colon:
+            problems.append(f"FLOWER_BASIC_AUTH entry {position} is not user:password")
+            continue
+        check(f"FLOWER_BASIC_AUTH (password of user {position})", password)
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+def _password_in_url(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # an unparsable URL fails elsewhere, naming itself
+        return None
+    return unquote(password) if password else None
 
 
 def with_password(url: str, password: str | None) -> str:

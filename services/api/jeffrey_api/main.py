@@ -25,6 +25,9 @@ from jeffrey_core.settings import Settings, get_settings
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A fresh API app; clients are opened in the lifespan, not here."""
     settings = settings or get_settings()
+    if settings.is_prod and settings.security.secret_key is None:
+        # Other services run without it (blank or unset); the API verifies every token with it.
+        raise RuntimeError("SECURITY_MODE=prod refuses to start the API: JEFFREY_SECRET_KEY is missing")
     configure_logging("api", settings.observability.log_level, settings.observability.log_format)
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
