@@ -3,19 +3,22 @@
 
     make bench-dream            # N = 1,000 and 10,000 on SQLite; prints and writes docs/dream-bench.json
 
-Runs the same engine batch function the workers run (database writes included, one transaction per
-batch) without the broker, with the batch-size tuner learning B as it goes, and reports memories/s,
+Calls the same service the Celery task calls (`consolidate_one_batch`: lock, tuner, one transaction
+per batch) in a loop instead of through the broker, against a throwaway redis-server, with the
+batch-size tuner learning B as it goes, and reports memories/s,
 the adjusted Rand index of the dreams against the known themes, run quality, and B over time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,61 +26,82 @@ sys.path[:0] = [str(ROOT / "shared"), str(ROOT / "services" / "worker")]
 
 from sqlalchemy import select  # noqa: E402
 
-from jeffrey_core.settings import DatabaseSettings  # noqa: E402
+from jeffrey_core.redis_client import create_sync_redis  # noqa: E402
+from jeffrey_core.redis_keys import RedisKeys  # noqa: E402
+from jeffrey_core.settings import DatabaseSettings, RedisSettings, Settings  # noqa: E402
 from jeffrey_core.store import dreams as store  # noqa: E402
 from jeffrey_core.store.engine import create_db_engine, create_session_factory  # noqa: E402
 from jeffrey_core.store.memories import NewMemory, add_memories  # noqa: E402
 from jeffrey_core.store.migrate import upgrade  # noqa: E402
-from jeffrey_core.store.models import DreamRun, Memory  # noqa: E402
-from jeffrey_worker.dream import engine, synthetic  # noqa: E402
-from jeffrey_worker.dream.tuner import BatchSizeTuner  # noqa: E402
-from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model  # noqa: E402
+from jeffrey_core.store.models import DreamRun, Memory, RunTrigger  # noqa: E402
+from jeffrey_dev.stack import find_redis_server  # noqa: E402
+from jeffrey_worker.consolidation import consolidate_one_batch  # noqa: E402
+from jeffrey_worker.context import WorkerContext  # noqa: E402
+from jeffrey_worker.dream import synthetic  # noqa: E402
+from jeffrey_worker.metrics import worker_metrics  # noqa: E402
 
 
-class MemoryStore:
-    def __init__(self) -> None:
-        self.state: tuple[int | None, float | None] = (None, None)
+@contextlib.contextmanager
+def private_redis(tmp: str) -> Iterator[str]:
+    """A throwaway redis-server on a Unix socket (the lock, the tuner and events live in Redis)."""
+    binary = find_redis_server()
+    if binary is None:
+        raise SystemExit("redis-server is needed (make venv installs a fallback)")
+    sock = f"{tmp}/redis.sock"
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not Path(sock).exists():
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start")
+            time.sleep(0.01)
+        yield f"unix://{sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
-    def load(self) -> tuple[int | None, float | None]:
-        return self.state
 
-    def save(self, size: int, quality_average: float | None) -> None:
-        self.state = (size, quality_average)
+def context(redis_url: str, database_url: str, target_seconds: float) -> WorkerContext:
+    settings = Settings(
+        redis=RedisSettings(REDIS_URL=redis_url, REDIS_KEY_PREFIX="bench"),
+        database=DatabaseSettings(DATABASE_URL=database_url),
+    )
+    settings.dream.target_batch_seconds = target_seconds
+    return WorkerContext(
+        settings=settings,
+        sessions=create_session_factory(create_db_engine(settings.database)),
+        redis=create_sync_redis(settings.redis),
+        redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
+        keys=RedisKeys("bench"),
+        metrics=worker_metrics(),
+        send=lambda *a, **k: None,  # the loop below sends the next batch itself
+    )
 
 
-def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: float) -> dict[str, object]:
-    upgrade(database_url)
-    sessions = create_session_factory(create_db_engine(DatabaseSettings(DATABASE_URL=database_url)))
+def bench(n: int, themes: int, seed: int, ctx: WorkerContext) -> dict[str, object]:
+    upgrade(ctx.settings.database.url)
+    ctx.redis.delete(ctx.keys.dream_batch_size(), ctx.keys.dream_quality_average())
     memories = synthetic.generate(n, themes=themes, seed=seed, noise=0.05)
     user = f"bench-{n}-{seed}"
-    with sessions() as session:
+    with ctx.sessions() as session:
         add_memories(session, user, [NewMemory(m.text, {"theme": m.theme}, m.created_at) for m in memories])
-        run = store.create_run(session, user, "api")
-        run.status, run.started_at = "running", datetime.now(UTC)
+        run_id = store.create_run(session, user, RunTrigger.API).id
         session.commit()
-        run_id = run.id
-    tuner = BatchSizeTuner(MemoryStore(), target_seconds=target_seconds)
-    embedder = Embedder(idf_from_emotion_model())
     sizes: list[int] = []
     started = time.perf_counter()
-    while True:
-        size = tuner.current()
-        sizes.append(size)
-        with sessions() as session:
-            run = session.get(DreamRun, run_id)
-            assert run is not None
-            outcome = engine.run_batch(session, run, size, embedder, datetime.now(UTC))
-            if outcome.exhausted:
-                merged = engine.merge_dreams(session, run.user_id, datetime.now(UTC))
-                store.finish_run(session, run, "succeeded")
-            session.commit()
-        tuner.record(size, outcome.seconds, ok=True, quality=outcome.quality)
-        if outcome.exhausted:
-            break
+    seq: int | None = 0
+    while seq is not None:  # what the Celery task does: run one batch, send the next
+        outcome = consolidate_one_batch(ctx, run_id, seq)
+        if outcome.batch_size:
+            sizes.append(outcome.batch_size)
+        seq = outcome.next_seq
     elapsed = time.perf_counter() - started
-    with sessions() as session:
+    with ctx.sessions() as session:
         run = session.get(DreamRun, run_id)
-        assert run is not None
+        assert run is not None and run.status == "succeeded", outcome.as_result()
         rows = session.execute(
             select(Memory.meta, Memory.dream_id, Memory.id).where(Memory.user_id == user)
         ).all()
@@ -95,7 +119,7 @@ def bench(n: int, themes: int, seed: int, database_url: str, target_seconds: flo
             "dreams": dreams,
             "singletons": sum(1 for _, d, _ in rows if not d),
             "batches": run.batches,
-            "dreams_merged_at_end": merged,
+            "dreams_merged_at_end": (run.timings or {}).get("dreams_merged"),
             "batch_size_first_last_max": [sizes[0], sizes[-1], max(sizes)],
             "batch_size_trace": sizes[:40],
         }
@@ -113,10 +137,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "dream-bench.json")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, private_redis(tmp) as redis_url:
         for n in (int(s) for s in args.sizes.split(",")):
             url = args.database_url or f"sqlite:///{tmp}/bench-{n}.db"
-            result = bench(n, args.themes, args.seed, url, args.target_seconds)
+            result = bench(n, args.themes, args.seed, context(redis_url, url, args.target_seconds))
             results.append(result)
             print(
                 f"N={n:>6}: {result['memories_per_second']:>7} memories/s  ARI {result['adjusted_rand_index']}"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from jeffrey_core.stack import find_redis_server
 from jeffrey_core.store.migrate import upgrade
+from jeffrey_dev.stack import find_redis_server
 from tests.support.processes import RedisServer
 
 RUN_ID = uuid.uuid4().hex[:8]

@@ -37,6 +37,8 @@ class TaskName(StrEnum):
     DREAM_CONSOLIDATE_BATCH = "jeffrey.dream.consolidate_batch"
     # Beat's dream cycle: one run per user with enough pending memories (honours the toggle).
     DREAM_CYCLE = "jeffrey.dream.cycle"
+    # A failed-for-good task's record, parked on the dead_letter queue (nothing consumes it).
+    DEAD_LETTER = "jeffrey.dlq.dead_letter"
 
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
@@ -46,6 +48,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     # Future task families are routed by prefix so a new task cannot land on the wrong queue.
     "jeffrey.dream.*": {"queue": Queue.DREAM.value},
     "jeffrey.emotion.*": {"queue": Queue.EMOTION.value},
+    "jeffrey.dlq.*": {"queue": Queue.DEAD_LETTER.value},
 }
 
 

@@ -20,10 +20,11 @@ from typing import Any
 import redis
 from celery import Celery
 
-from jeffrey_core.contract import Queue
+from jeffrey_core import enqueue
+from jeffrey_core.contract import Queue, TaskName
 from jeffrey_core.redis_keys import celery_queue_keys
 
-DEAD_LETTER_TASK = "jeffrey.dlq.dead_letter"
+DEAD_LETTER_TASK = TaskName.DEAD_LETTER.value
 TRACEBACK_LIMIT = 8000
 
 
@@ -37,7 +38,6 @@ def dead_letter_record(
     traceback: str,
     attempts: int,
     reason: str,
-    first_attempt_at: float | None = None,
 ) -> dict[str, Any]:
     return {
         "id": uuid.uuid4().hex,
@@ -51,13 +51,12 @@ def dead_letter_record(
         "traceback": traceback[-TRACEBACK_LIMIT:],
         "attempts": attempts,
         "reason": reason,
-        "first_attempt_at": first_attempt_at,
         "failed_at": time.time(),
     }
 
 
 def publish_dead_letter(app: Celery, record: dict[str, Any]) -> None:
-    app.send_task(DEAD_LETTER_TASK, kwargs={"record": record}, queue=Queue.DEAD_LETTER.value)
+    enqueue.send(app, TaskName.DEAD_LETTER, caller=enqueue.Caller.WORKER, record=record)
 
 
 @dataclass
@@ -81,9 +80,6 @@ class DeadLetterQueue:
                 record = _decode(text)
                 if record is not None:
                     yield Entry(record, text, key)
-
-    def size(self) -> int:
-        return int(sum(int(self.client.llen(key)) for key in celery_queue_keys(Queue.DEAD_LETTER.value)))
 
     def records(
         self, task: str | None = None, error_type: str | None = None, limit: int = 50, offset: int = 0
@@ -110,8 +106,8 @@ class DeadLetterQueue:
         plan = {"id": record["id"], "task": record["task"], "queue": record["queue"], "dry_run": dry_run}
         if dry_run:
             return {**plan, "replayed": False}
-        result = self.app.send_task(
-            record["task"], args=record["args"], kwargs=record["kwargs"], queue=record["queue"]
+        result = enqueue.send(
+            self.app, record["task"], caller=enqueue.Caller.REQUEST, args=record["args"], **record["kwargs"]
         )
         self.client.lrem(entry.key, 1, entry.raw)  # only after the publish succeeded
         return {**plan, "replayed": True, "new_task_id": result.id}

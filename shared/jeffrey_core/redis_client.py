@@ -19,12 +19,12 @@ def create_async_redis(settings: RedisSettings) -> aioredis.Redis:
     )
 
 
-def create_sync_redis(settings: RedisSettings) -> redis.Redis:
-    """A blocking client for workers, beat and the CLI."""
+def create_sync_redis(settings: RedisSettings, decode_responses: bool = True) -> redis.Redis:
+    """A blocking client for workers, beat and the CLI (bytes responses for pybreaker's storage)."""
     return redis.Redis.from_url(
         settings.dsn(),
         socket_connect_timeout=settings.connect_timeout,
         socket_timeout=settings.socket_timeout,
         health_check_interval=15,
-        decode_responses=True,
+        decode_responses=decode_responses,
     )

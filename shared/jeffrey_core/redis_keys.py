@@ -86,6 +86,10 @@ class RedisKeys:
             self.dream_quality_average(),  # the tuner
         )
 
+    def task_deliveries(self, task_id: str, retries: int) -> str:
+        """How many times a task message (attempt `retries`) was delivered; TTL 24 h (base task)."""
+        return f"{self.prefix}:deliveries:{task_id}:{retries}"
+
     def redbeat_lock(self) -> str:
         """Held by the beat that is scheduling; expires when it stops renewing (redbeat_lock_timeout)."""
         return f"{self.redbeat_prefix()}:lock"

@@ -155,7 +155,7 @@ def test_poison_message_dead_letters_then_replays_after_the_fix(
     metrics = httpx.get(f"{client.base}/metrics").text
     assert "jeffrey_dream_dlq_size 1.0" in metrics
     cli = subprocess.run(
-        [sys.executable, "-m", "jeffrey_core.cli.main", "dlq", "list"],
+        [sys.executable, "-m", "jeffrey_dev.cli.main", "dlq", "list"],
         env=client.env,
         capture_output=True,
         text=True,

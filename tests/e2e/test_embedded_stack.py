@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jeffrey_core.stack import find_redis_server, free_port
+from jeffrey_dev.stack import find_redis_server, free_port
 from tests.conftest import require
 from tests.support.processes import ROOT, eventually
 
@@ -61,7 +61,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         for k, v in os.environ.items()
         if not k.startswith(("REDIS_", "DATABASE_", "JEFFREY_", "FLOWER_"))
     }
-    argv = [sys.executable, "-m", "jeffrey_core.cli.main", "stack", "up", "--var-dir", str(var_dir)]
+    argv = [sys.executable, "-m", "jeffrey_dev.cli.main", "stack", "up", "--var-dir", str(var_dir)]
     argv += ["--api-port", str(api_port), "--flower-port", str(flower_port), "--concurrency", "1"]
     with log.open("w") as handle:
         process = subprocess.Popen(
@@ -88,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
 
 
 def cli_token(stack: RunningStack, user: str, *scopes: str) -> dict[str, str]:
-    argv = [sys.executable, "-m", "jeffrey_core.cli.main", "token", "create", "--user", user]
+    argv = [sys.executable, "-m", "jeffrey_dev.cli.main", "token", "create", "--user", user]
     argv += [part for scope in scopes for part in ("--scope", scope)] + ["--var-dir", str(stack.var_dir)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("JEFFREY_")}
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=True)
@@ -222,7 +222,7 @@ def test_infrastructure_smoke_script_passes(stack: RunningStack) -> None:
         **os.environ,
         "API": stack.base,
         "FLOWER": stack.flower,
-        "JEFFREY": f"{sys.executable} -m jeffrey_core.cli.main",
+        "JEFFREY": f"{sys.executable} -m jeffrey_dev.cli.main",
     }
     env = {k: v for k, v in env.items() if not k.startswith("JEFFREY_")}
     env["JEFFREY_TOKEN"] = cli_token(stack, "smoke", "admin", "memories")["Authorization"].split(" ", 1)[1]
@@ -263,7 +263,7 @@ def test_ctrl_c_stops_every_process_and_data_survives_a_restart(stack: RunningSt
     # Same var/ again: the memory is still there and the same secret still signs tokens.
     log = stack.var_dir.parent / "stack2.log"
     api_port = free_port()
-    argv = [sys.executable, "-m", "jeffrey_core.cli.main", "stack", "up", "--var-dir", str(stack.var_dir)]
+    argv = [sys.executable, "-m", "jeffrey_dev.cli.main", "stack", "up", "--var-dir", str(stack.var_dir)]
     argv += ["--api-port", str(api_port), "--flower-port", "0", "--concurrency", "1"]
     env = {
         k: v

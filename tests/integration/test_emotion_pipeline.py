@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from jeffrey_core.auth import mint_token
-from jeffrey_core.stack import free_port
+from jeffrey_dev.stack import free_port
 from tests.support.processes import ServiceProcess, eventually, service_env, start_api, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 def run_import(path: Path, base: str, env: dict[str, str], user: str, *extra: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
-    argv = [sys.executable, "-m", "jeffrey_core.cli.main", "memories", "import", str(path), "--user", user]
+    argv = [sys.executable, "-m", "jeffrey_dev.cli.main", "memories", "import", str(path), "--user", user]
     argv += ["--api", base, "--batch-size", "3", *extra]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else {}, result.stderr

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jeffrey_core.auth import mint_token
-from jeffrey_core.stack import free_port
+from jeffrey_dev.stack import free_port
 from jeffrey_worker.dream import synthetic
 from tests.conftest import require
 from tests.support.processes import ROOT, ServiceProcess, eventually, service_env, start_api, start_worker

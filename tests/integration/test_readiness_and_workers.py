@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from jeffrey_core.auth import mint_token
-from jeffrey_core.stack import free_port
+from jeffrey_dev.stack import free_port
 from tests.support.processes import (
     RedisServer,
     ServiceProcess,

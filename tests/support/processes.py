@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from jeffrey_core.stack import find_redis_server, free_port, wait_until
+from jeffrey_dev.stack import find_redis_server, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

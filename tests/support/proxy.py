@@ -6,7 +6,7 @@ import contextlib
 import socket
 import threading
 
-from jeffrey_core.stack import free_port
+from jeffrey_dev.stack import free_port
 
 
 class TcpProxy:

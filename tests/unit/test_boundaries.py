@@ -1,10 +1,17 @@
-"""Architecture rules: the API never imports worker code; importing a module has no side effects."""
+"""Architecture rules: which package may import which, no import cycles, no side effects at import.
+
+- the API never imports worker or beat code, and the worker never imports the API's;
+- no service imports `jeffrey_dev` (the CLI and the dev launcher);
+- `jeffrey_core` (what the services share at run time) imports no service and not `jeffrey_dev`;
+- no cycle among module-level imports of the project's own modules.
+"""
 
 from __future__ import annotations
 
 import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,16 +20,80 @@ from tests.support.processes import ROOT
 pytestmark = pytest.mark.unit
 
 
-def test_api_source_never_imports_the_worker_package() -> None:
+PACKAGES = {
+    "jeffrey_core": ROOT / "shared" / "jeffrey_core",
+    "jeffrey_dev": ROOT / "shared" / "jeffrey_dev",
+    "jeffrey_api": ROOT / "services" / "api" / "jeffrey_api",
+    "jeffrey_worker": ROOT / "services" / "worker" / "jeffrey_worker",
+    "jeffrey_beat": ROOT / "services" / "beat" / "jeffrey_beat",
+}
+FORBIDDEN = {
+    "jeffrey_api": {"jeffrey_worker", "jeffrey_beat", "jeffrey_dev"},
+    "jeffrey_worker": {"jeffrey_api", "jeffrey_beat", "jeffrey_dev"},
+    "jeffrey_beat": {"jeffrey_api", "jeffrey_worker", "jeffrey_dev"},
+    "jeffrey_core": {"jeffrey_api", "jeffrey_worker", "jeffrey_beat", "jeffrey_dev"},
+}
+
+
+def _module_name(package: str, path: Path) -> str:
+    parts = path.relative_to(PACKAGES[package]).with_suffix("").parts
+    return ".".join((package, *parts)).removesuffix(".__init__")
+
+
+def _imports(tree: ast.AST) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return names
+
+
+def test_packages_import_only_what_their_room_allows() -> None:
     offenders = []
-    for path in (ROOT / "services" / "api").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            bad = [n for n in names if n.split(".")[0] == "jeffrey_worker"]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in bad]
+    for package, forbidden in FORBIDDEN.items():
+        for path in PACKAGES[package].rglob("*.py"):
+            for name in _imports(ast.parse(path.read_text())):
+                if name.split(".")[0] in forbidden:
+                    offenders.append(f"{path.relative_to(ROOT)}: {name}")
     assert offenders == []
+
+
+def _module_level_graph() -> dict[str, set[str]]:
+    """Edges between the project's modules from imports executed at import time (not inside functions)."""
+    modules = {
+        _module_name(package, path): path for package, root in PACKAGES.items() for path in root.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        top = [
+            n for n in tree.body if not isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+        ]
+        found = _imports(ast.Module(body=top, type_ignores=[]))
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_no_import_cycle() -> None:
+    graph = _module_level_graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*path[path.index(nxt) :], nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
 
 
 def test_building_the_api_loads_no_worker_module() -> None:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS
 from jeffrey_core.store.annotations import pending_annotation, write_annotation
+from jeffrey_worker.context import WorkerContext
 from jeffrey_worker.emotion.model import EmotionResult
+from jeffrey_worker.emotion_service import record_predictions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,3 +65,55 @@ def _stored(result: EmotionResult) -> dict[str, object]:
     stored = result.as_dict()
     stored.pop("lang", None)  # kept in its own column
     return stored
+
+
+def sweep(ctx: WorkerContext) -> AnnotationStats | None:
+    """One annotation sweep under the sweep lock; None when another sweep holds it.
+
+    `more_pending` in the result means the time budget ran out with memories left: send another.
+    """
+    settings = ctx.settings
+    timeout = settings.celery.task_time_limit + 5
+    lock = ctx.redis.lock(ctx.keys.emotion_sweep_lock(), timeout=timeout, blocking=False)
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        detector = ctx.detector
+        stats = annotate_pending(
+            ctx.sessions,
+            detector.detect,
+            batch_size=settings.emotion.annotate_batch_size,
+            budget_seconds=settings.celery.task_soft_time_limit * 0.6,
+            include_fallback=detector.breaker.current_state == "closed",
+        )
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("annotation sweep lock expired before release")
+    record_predictions(ctx.metrics, stats.results_written)
+    ctx.metrics.annotations.labels(outcome="written").inc(stats.written)
+    ctx.metrics.annotations.labels(outcome="skipped").inc(stats.skipped)
+    if stats.written:
+        log.info("annotated %d memories in %d batches", stats.written, stats.batches)
+    return stats
+
+
+def validate_texts(texts: object) -> list[str]:
+    """The texts of a detect message (the API validated them; checked again: messages can be forged)."""
+    if (
+        not isinstance(texts, list)
+        or not 1 <= len(texts) <= MAX_DETECT_TEXTS
+        or not all(isinstance(t, str) and 0 < len(t) <= MAX_TEXT_CHARS for t in texts)
+    ):
+        raise ValueError(
+            f"texts must be a list of 1-{MAX_DETECT_TEXTS} strings of 1-{MAX_TEXT_CHARS} characters"
+        )
+    return texts
+
+
+def detect(ctx: WorkerContext, texts: list[str]) -> list[dict[str, object]]:
+    """Emotion of each text, in order, through the breaker (fallback results say so in `method`)."""
+    results = ctx.detector.detect(validate_texts(texts))
+    record_predictions(ctx.metrics, results)
+    return [r.as_dict() for r in results]

@@ -55,11 +55,11 @@ def _serve_metrics(**_: Any) -> None:
 
 
 @worker_process_init.connect
-def _load_model(**_: Any) -> None:
-    # Each pool process loads the model once, before its first task (not per task).
-    from jeffrey_worker.resources import guarded_detector
+def _build_context(**_: Any) -> None:
+    # Each pool process builds its context and loads the model once, before its first task.
+    from jeffrey_worker import context
 
-    guarded_detector()
+    context.install(get_settings(), app).detector  # noqa: B018 - loading is the point
 
 
 @worker_process_shutdown.connect

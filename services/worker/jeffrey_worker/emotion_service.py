@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pybreaker
+import redis
 
+from jeffrey_core.breaker import build_breaker
 from jeffrey_core.contract import EMOTION_BREAKER
-from jeffrey_core.settings import EmotionSettings, get_settings
+from jeffrey_core.redis_keys import RedisKeys
+from jeffrey_core.settings import EmotionSettings
 from jeffrey_worker.emotion.detector import EmotionDetector, fallback_result
 from jeffrey_worker.emotion.model import EmotionResult
-from jeffrey_worker.metrics import BREAKER_STATES, base_method, worker_metrics
-from jeffrey_worker.resources import redis_bytes_client, redis_keys
+from jeffrey_worker.metrics import BREAKER_STATES, WorkerMetrics, base_method, worker_metrics
 
 log = logging.getLogger(__name__)
 BREAKER_NAME = EMOTION_BREAKER
@@ -43,6 +45,7 @@ class GuardedDetector:
     detect_raw: Callable[[list[str]], list[EmotionResult]]
     breaker: pybreaker.CircuitBreaker
     settings: EmotionSettings
+    metrics: WorkerMetrics = field(default_factory=worker_metrics)
 
     def detect(self, texts: list[str]) -> list[EmotionResult]:
         """Model results, or fallback results saying why; never raises for a model problem."""
@@ -56,7 +59,7 @@ class GuardedDetector:
         except Exception:
             log.exception("emotion model failed; answering with the fallback")
             results = [fallback_result(t, "model_error") for t in texts]
-        metrics = worker_metrics()
+        metrics = self.metrics
         method = base_method(results[0].method) if results else "none"
         metrics.inference_seconds.labels(method=method).observe(time.perf_counter() - started)
         metrics.breaker_state.set(BREAKER_STATES.get(self.breaker.current_state, 1))
@@ -75,24 +78,19 @@ class GuardedDetector:
         return results
 
 
-def build_guarded_detector() -> GuardedDetector:
-    settings = get_settings().emotion
+def build_guarded_detector(
+    settings: EmotionSettings, bytes_client: redis.Redis, keys: RedisKeys
+) -> GuardedDetector:
+    """Load the model and wrap it in the breaker shared by every worker (`bytes_client`: no decoding)."""
     detector = EmotionDetector.load()
     log.info("emotion model %s loaded in %.2fs", detector.version, detector.english.load_seconds)
-    storage = pybreaker.CircuitRedisStorage(
-        pybreaker.STATE_CLOSED, redis_bytes_client(), namespace=redis_keys().breaker_namespace(BREAKER_NAME)
-    )
-    breaker = pybreaker.CircuitBreaker(
-        fail_max=settings.breaker_fail_max,
-        reset_timeout=settings.breaker_reset_seconds,
-        state_storage=storage,
-        name=BREAKER_NAME,
+    breaker = build_breaker(
+        bytes_client, keys, BREAKER_NAME, settings.breaker_fail_max, settings.breaker_reset_seconds
     )
     return GuardedDetector(detector.detect, breaker, settings)
 
 
-def record_predictions(results: list[EmotionResult]) -> None:
-    metrics = worker_metrics()
+def record_predictions(metrics: WorkerMetrics, results: list[EmotionResult]) -> None:
     for result in results:
         method = base_method(result.method)
         metrics.confidence.labels(method=method).observe(result.confidence)

@@ -61,6 +61,8 @@ class WorkerMetrics:
     annotations: Any
     dream_batches: Any
     dream_batch_seconds: Any
+    memories_consolidated: Any
+    dreams_created: Any
 
 
 @lru_cache(maxsize=1)
@@ -105,6 +107,16 @@ def worker_metrics() -> WorkerMetrics:
             "jeffrey_dream_batch_duration_seconds",
             "Duration of one committed dream consolidation batch.",
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60),
+        ),
+        # Counted when the batch that does it commits, so they only go up (unlike row counts).
+        memories_consolidated=Counter(
+            "jeffrey_dream_memories_consolidated_total",
+            "Memories consolidated by committed dream batches.",
+        ),
+        dreams_created=Counter(
+            "jeffrey_dreams_created_total",
+            "Dreams created by committed dream batches, by dominant emotion at creation.",
+            ["dominant_emotion"],
         ),
     )
 

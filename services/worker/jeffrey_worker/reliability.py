@@ -17,7 +17,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from jeffrey_core.contract import queue_for
 from jeffrey_core.dlq import dead_letter_record, publish_dead_letter
 from jeffrey_core.retry_policy import MAX_DELIVERIES, policy_for
-from jeffrey_worker.resources import redis_client, redis_keys
+from jeffrey_core.settings import get_settings
+from jeffrey_worker import context
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,19 @@ DELIVERY_TTL_SECONDS = 24 * 3600
 
 
 class JeffreyTask(Task):  # type: ignore[misc]
-    """Dead-letters a task that fails for good; refuses one redelivered too often after worker loss."""
+    """The adapter layer: hands tasks the process's WorkerContext (`self.ctx`), dead-letters a task
+    that fails for good, and refuses one redelivered too often after worker loss."""
+
+    @property
+    def ctx(self) -> context.WorkerContext:
+        return context.current(get_settings(), self.app)
 
     def _delivery_key(self, task_id: str) -> str:
-        return f"{redis_keys().prefix}:deliveries:{task_id}:{self.request.retries}"
+        return self.ctx.keys.task_deliveries(task_id, self.request.retries)
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         try:
-            client = redis_client()
+            client = self.ctx.redis
             key = self._delivery_key(task_id)
             deliveries = int(client.incr(key))
             client.expire(key, DELIVERY_TTL_SECONDS)
@@ -59,7 +65,7 @@ class JeffreyTask(Task):  # type: ignore[misc]
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         try:
-            redis_client().delete(self._delivery_key(task_id))
+            self.ctx.redis.delete(self._delivery_key(task_id))
         except redis.RedisError:
             pass  # the key expires by itself
 
@@ -82,7 +88,6 @@ class JeffreyTask(Task):  # type: ignore[misc]
             traceback=traceback,
             attempts=self.request.retries + 1,
             reason=reason,
-            first_attempt_at=None,
         )
         try:
             publish_dead_letter(self.app, record)

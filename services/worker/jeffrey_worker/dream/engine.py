@@ -1,16 +1,20 @@
-"""One consolidation batch against the database, in the caller's transaction.
+"""One consolidation batch against the database, in the caller's transaction: query → plan → apply.
 
-Loads the next B unconsolidated memories of the run's user (keyset cursor, oldest first), stores
-missing vectors, plans (attach / cluster / score), writes dreams, marks every memory consolidated
-with the run id, records singletons and moves the run's cursor and counters. The caller commits:
-a crash before that commit leaves no trace, so a redelivered batch starts from the same cursor.
+`load_batch` reads the next B unconsolidated memories of the run's user (keyset cursor, oldest
+first), the user's recent singletons and dreams (with their summary vectors, in one query each);
+`embed_missing` stores a vector on each memory that has none for the current embedder (the only
+step that writes memory vectors); the planner decides attach / cluster / score without I/O;
+`apply_plan` writes dreams, marks every memory consolidated with the run id (guarded, one UPDATE
+per target dream) and moves the run's cursor and counters. The caller commits: a crash before that
+commit leaves no trace, so a redelivered batch starts from the same cursor.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +25,7 @@ from sqlalchemy.orm import Session
 from jeffrey_core.store.annotations import write_annotation
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory
 from jeffrey_worker.dream import planner
-from jeffrey_worker.dream.vectors import MODEL_NAME, Embedder, from_bytes, to_bytes
+from jeffrey_worker.dream.vectors import Embedder, from_bytes, to_bytes
 
 REVISITED_SINGLETONS = 100
 DREAMS_CONSIDERED = 500
@@ -39,6 +43,17 @@ class BatchOutcome:
     quality: float | None
     seconds: float
     exhausted: bool  # fewer memories than B were left: the run is complete
+    created_emotions: list[str | None] = field(default_factory=list)
+
+
+@dataclass
+class BatchInput:
+    """What one batch reads: its memories, the singletons it may revisit, the user's dreams."""
+
+    rows: list[Memory]
+    revisit: list[Memory]
+    dreams: list[Dream]
+    summary_vectors: dict[str, bytes]
 
 
 Annotator = Callable[[list[str]], list[dict[str, Any]]]
@@ -53,6 +68,32 @@ def run_batch(
     annotate: Annotator | None = None,
 ) -> BatchOutcome:
     started = time.perf_counter()
+    batch = load_batch(session, run, batch_size, embedder.model_name)
+    if not batch.rows:
+        return BatchOutcome(0, 0, 0, None, time.perf_counter() - started, exhausted=True)
+    if annotate is not None:
+        annotate_missing(session, batch.rows, annotate)
+    embed_missing(batch.rows, embedder)
+    items = [_item(row, embedder) for row in batch.rows]
+    items += [_item(row, embedder, revisit=True) for row in batch.revisit]
+    states = [_state(row, batch.summary_vectors) for row in batch.dreams]
+    plan = planner.plan_batch(items, states)
+    apply_plan(session, run, batch, plan, now)
+    seconds = time.perf_counter() - started
+    _advance_run(run, batch.rows[-1], len(batch.rows), plan, batch_size, seconds, now)
+    session.flush()
+    return BatchOutcome(
+        len(batch.rows),
+        len(plan.created),
+        len(plan.updated),
+        plan.quality,
+        seconds,
+        len(batch.rows) < batch_size,
+        [state.dominant_emotion for state in plan.created],
+    )
+
+
+def load_batch(session: Session, run: DreamRun, batch_size: int, model_name: str) -> BatchInput:
     query = select(Memory).where(Memory.user_id == run.user_id, Memory.consolidated_at.is_(None))
     if run.cursor_created_at is not None and run.cursor_id is not None:
         query = query.where(
@@ -63,34 +104,60 @@ def run_batch(
         )
     rows = list(session.scalars(query.order_by(Memory.created_at, Memory.id).limit(batch_size)))
     if not rows:
-        return BatchOutcome(0, 0, 0, None, time.perf_counter() - started, exhausted=True)
-
-    if annotate is not None:
-        _annotate_missing(session, rows, annotate)
-    items = [_item(row, embedder) for row in rows]
+        return BatchInput([], [], [], {})
     revisit = session.scalars(
         select(Memory)
         .where(
             Memory.user_id == run.user_id,
             Memory.consolidated_at.is_not(None),
             Memory.dream_id.is_(None),
-            Memory.embedding_model == MODEL_NAME,
+            Memory.embedding_model == model_name,
         )
         .order_by(Memory.created_at.desc(), Memory.id.desc())
         .limit(REVISITED_SINGLETONS)
     ).all()
-    items += [_item(row, embedder, revisit=True) for row in revisit]
-    dream_rows = session.scalars(
-        select(Dream)
-        .where(Dream.user_id == run.user_id)
-        .order_by(Dream.updated_at.desc())
-        .limit(DREAMS_CONSIDERED)
-    ).all()
-    states = [_state(row, session) for row in dream_rows]
-    plan = planner.plan_batch(items, states)
+    dreams = load_dreams(session, run.user_id)
+    return BatchInput(rows, list(revisit), dreams, summary_vectors(session, dreams))
 
+
+def load_dreams(session: Session, user_id: str) -> list[Dream]:
+    """The user's most recently updated dreams (the ones a new memory can join)."""
+    query = select(Dream).where(Dream.user_id == user_id).order_by(Dream.updated_at.desc())
+    return list(session.scalars(query.limit(DREAMS_CONSIDERED)))
+
+
+def summary_vectors(session: Session, dreams: Iterable[Dream]) -> dict[str, bytes]:
+    """Vector of each dream's summary memory, in one query."""
+    ids = [d.summary_memory_id for d in dreams]
+    if not ids:
+        return {}
+    query = select(Memory.id, Memory.embedding).where(Memory.id.in_(ids), Memory.embedding.is_not(None))
+    return {memory_id: blob for memory_id, blob in session.execute(query) if blob}
+
+
+def annotate_missing(session: Session, rows: list[Memory], annotate: Annotator) -> None:
+    """Dreams weigh emotions: annotate the batch's memories the sweep has not reached yet."""
+    missing = [row for row in rows if row.emotion_model_version is None]
+    if not missing:
+        return
+    for row, emotion in zip(missing, annotate([row.text for row in missing]), strict=True):
+        lang = emotion.pop("lang", None)
+        if write_annotation(session, row.id, emotion, lang):
+            session.refresh(row)
+
+
+def embed_missing(rows: list[Memory], embedder: Embedder) -> int:
+    """Store a vector on each memory that has none from this embedder; returns how many were written."""
+    stale = [row for row in rows if row.embedding is None or row.embedding_model != embedder.model_name]
+    for row, vector in zip(stale, embedder.embed_many([row.text for row in stale]), strict=True):
+        row.embedding, row.embedding_model = to_bytes(vector), embedder.model_name
+    return len(stale)
+
+
+def apply_plan(session: Session, run: DreamRun, batch: BatchInput, plan: planner.Plan, now: datetime) -> None:
+    """Write the plan: dream rows, then the guarded consolidation of every batch memory."""
     dream_of: dict[str, str | None] = {}
-    by_id = {row.id: row for row in dream_rows}
+    by_id = {row.id: row for row in batch.dreams}
     for state in plan.updated:
         assert state.id is not None
         _write_state(by_id[state.id], state, now)
@@ -103,15 +170,36 @@ def run_batch(
         session.add(row)
         session.flush()
         dream_of.update((m.memory_id, row.id) for m in state.new_members)
+    session.flush()  # vectors and dreams go out before the guarded updates below
+    batch_ids = [row.id for row in batch.rows]
+    _consolidate(session, run.id, batch_ids, dream_of, now)
+    revisited = {row.id for row in batch.revisit} & {m for m, d in dream_of.items() if d}
+    for dream_id, members in _group_by_dream(revisited, dream_of).items():
+        session.execute(update(Memory).where(Memory.id.in_(members)).values(dream_id=dream_id))
+        session.execute(
+            update(Consolidation).where(Consolidation.memory_id.in_(members)).values(dream_id=dream_id)
+        )
 
-    batch_ids = [row.id for row in rows]
-    session.flush()  # vectors written above go out before the guarded updates below
+
+def _group_by_dream(
+    memory_ids: Iterable[str], dream_of: dict[str, str | None]
+) -> dict[str | None, list[str]]:
+    groups: dict[str | None, list[str]] = defaultdict(list)
+    for memory_id in memory_ids:
+        groups[dream_of.get(memory_id)].append(memory_id)
+    return groups
+
+
+def _consolidate(
+    session: Session, run_id: str, batch_ids: list[str], dream_of: dict[str, str | None], now: datetime
+) -> None:
+    """Mark the batch consolidated; only rows still unconsolidated change, so a race is detected."""
     changed = 0
-    for memory_id in batch_ids:
+    for dream_id, members in _group_by_dream(batch_ids, dream_of).items():
         result = session.execute(
             update(Memory)
-            .where(Memory.id == memory_id, Memory.consolidated_at.is_(None))
-            .values(consolidated_at=now, consolidation_run_id=run.id, dream_id=dream_of.get(memory_id))
+            .where(Memory.id.in_(members), Memory.consolidated_at.is_(None))
+            .values(consolidated_at=now, consolidation_run_id=run_id, dream_id=dream_id)
         )
         changed += result.rowcount  # type: ignore[attr-defined]
     if changed != len(batch_ids):
@@ -119,51 +207,19 @@ def run_batch(
             f"{len(batch_ids) - changed} memories were consolidated by someone else"
         )
     session.add_all(
-        Consolidation(memory_id=mid, run_id=run.id, dream_id=dream_of.get(mid), consolidated_at=now)
+        Consolidation(memory_id=mid, run_id=run_id, dream_id=dream_of.get(mid), consolidated_at=now)
         for mid in batch_ids
     )
-    for item in items:
-        if item.revisit and dream_of.get(item.memory_id):
-            session.execute(
-                update(Memory).where(Memory.id == item.memory_id).values(dream_id=dream_of[item.memory_id])
-            )
-            session.execute(
-                update(Consolidation)
-                .where(Consolidation.memory_id == item.memory_id)
-                .values(dream_id=dream_of[item.memory_id])
-            )
-
-    seconds = time.perf_counter() - started
-    _advance_run(run, rows[-1], len(rows), plan, batch_size, seconds, now)
-    session.flush()
-    return BatchOutcome(
-        len(rows), len(plan.created), len(plan.updated), plan.quality, seconds, len(rows) < batch_size
-    )
-
-
-def _annotate_missing(session: Session, rows: list[Memory], annotate: Annotator) -> None:
-    """Dreams weigh emotions: annotate the batch's memories the sweep has not reached yet."""
-    missing = [row for row in rows if row.emotion_model_version is None]
-    if not missing:
-        return
-    for row, emotion in zip(missing, annotate([row.text for row in missing]), strict=True):
-        lang = emotion.pop("lang", None)
-        if write_annotation(session, row.id, emotion, lang):
-            session.refresh(row)
 
 
 def _item(row: Memory, embedder: Embedder, revisit: bool = False) -> planner.PlanItem:
-    if row.embedding is None or row.embedding_model != MODEL_NAME:
-        vector = embedder.embed(row.text)
-        row.embedding, row.embedding_model = to_bytes(vector), MODEL_NAME
-    else:
-        vector = from_bytes(row.embedding)
+    assert row.embedding is not None, "embed_missing() runs before items are built"
     emotion = row.emotion or {}
     return planner.PlanItem(
         memory_id=row.id,
         text=row.text,
         created_at=row.created_at,
-        vector=vector,
+        vector=from_bytes(row.embedding),
         terms=embedder.term_weights(row.text),
         emotion_label=row.emotion_label,
         emotion_confidence=float(emotion.get("confidence") or 0.0),
@@ -171,14 +227,12 @@ def _item(row: Memory, embedder: Embedder, revisit: bool = False) -> planner.Pla
     )
 
 
-def _state(row: Dream, session: Session) -> planner.DreamState:
+def _state(row: Dream, vectors: dict[str, bytes]) -> planner.DreamState:
     centroid = from_bytes(row.centroid)
-    summary = session.get(Memory, row.summary_memory_id)
-    summary_vector = (
-        from_bytes(summary.embedding)
-        if summary is not None and summary.embedding
-        else np.zeros_like(centroid)
-    )
+    blob = vectors.get(row.summary_memory_id)
+    summary_vector = from_bytes(blob) if blob else np.zeros_like(centroid)
+    if summary_vector.shape != centroid.shape:  # written by another embedder
+        summary_vector = np.zeros_like(centroid)
     return planner.DreamState(
         id=row.id,
         centroid_sum=centroid * row.member_count,
@@ -241,30 +295,24 @@ def merge_dreams(session: Session, user_id: str, now: datetime) -> int:
     """Fold together the user's dreams that ended up on the same theme; returns how many were absorbed.
 
     Batches cluster what they see; a theme first met in two different batches can start two dreams.
-    Run once at the end of a run, in its own transaction: members move to the kept dream, the
-    absorbed dream is deleted.
+    Members move to the kept dream, the absorbed dream is deleted (in the caller's transaction).
     """
-    rows = session.scalars(
-        select(Dream)
-        .where(Dream.user_id == user_id)
-        .order_by(Dream.updated_at.desc())
-        .limit(DREAMS_CONSIDERED)
-    ).all()
-    states = [_state(row, session) for row in rows]
+    rows = load_dreams(session, user_id)
+    vectors = summary_vectors(session, rows)
+    states = [_state(row, vectors) for row in rows]
     merges = planner.plan_merges(states)
     if not merges:
         return 0
-    absorbed_ids: set[str] = set()
     for kept, absorbed in merges:
         target, gone = rows[kept], rows[absorbed]
         session.execute(update(Memory).where(Memory.dream_id == gone.id).values(dream_id=target.id))
         session.execute(
             update(Consolidation).where(Consolidation.dream_id == gone.id).values(dream_id=target.id)
         )
-        absorbed_ids.add(gone.id)
-    for index, row in enumerate(rows):
-        if row.id not in absorbed_ids and any(kept == index for kept, _ in merges):
-            _write_state(row, states[index], now)
+    absorbed_ids = {rows[absorbed].id for _, absorbed in merges}
+    for index in sorted({kept for kept, _ in merges}):
+        if rows[index].id not in absorbed_ids:
+            _write_state(rows[index], states[index], now)
     for row in rows:
         if row.id in absorbed_ids:
             session.delete(row)

@@ -65,6 +65,8 @@ def _bucket(word: str) -> tuple[int, float]:
 class Embedder:
     """Text → unit vector (float32, DIM) and weighted terms for theme keywords."""
 
+    model_name = MODEL_NAME
+
     def __init__(self, idf: Mapping[str, float] | None = None) -> None:
         self.idf = idf or {}
 
@@ -82,6 +84,9 @@ class Embedder:
             vector[index] += sign * weight
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
+
+    def embed_many(self, texts: list[str]) -> list[npt.NDArray[np.float32]]:
+        return [self.embed(text) for text in texts]
 
 
 def to_bytes(vector: npt.NDArray[np.float32]) -> bytes:

@@ -117,7 +117,7 @@ def memories_import(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from jeffrey_core.auth import verify_token
-    from jeffrey_core.cli.importer import count_lines, import_file
+    from jeffrey_dev.cli.importer import count_lines, import_file
 
     if token is None:
         token = _mint_for(user, var_dir)
@@ -158,7 +158,7 @@ def _signing_secret(settings: Settings, var_dir: Path) -> str:
         if settings.is_prod or not dev_secrets.exists():
             typer.echo(f"{exc} (nor is there a {dev_secrets} from `make run`)", err=True)
             raise typer.Exit(2) from exc
-        from jeffrey_core.stack import DevSecrets
+        from jeffrey_dev.stack import DevSecrets
 
         return DevSecrets.load_or_create(var_dir).secret_key
 
@@ -253,7 +253,7 @@ def stack_up(
     concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2,
 ) -> None:
     """Start Redis, migrate SQLite, then api + worker + beat + flower with prefixed logs; Ctrl-C stops all."""
-    from jeffrey_core.stack import StackOptions, run_stack
+    from jeffrey_dev.stack import StackOptions, run_stack
 
     options = StackOptions(
         var_dir=var_dir.resolve(),

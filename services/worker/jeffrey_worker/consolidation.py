@@ -1,0 +1,235 @@
+"""Dream consolidation as plain functions of a WorkerContext: one batch, and the scheduled cycle.
+
+`consolidate_one_batch` takes the user's lock (owner = run id, so a redelivered batch of the same
+run gets it back), learns B from the tuner, runs one engine batch in one transaction and says what
+should happen next (`BatchOutcome`): the Celery task, the benchmark and the tests all call it and
+act on the outcome — send the next batch, retry later, or stop. A soft time limit rolls the batch
+back and halves B; database errors propagate (the task retries them with backoff); anything else
+fails the run and frees the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from functools import partial
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from jeffrey_core.contract import DreamToggle
+from jeffrey_core.locks import OwnedLock
+from jeffrey_core.schedule import schedule_slot
+from jeffrey_core.store import dreams as store
+from jeffrey_core.store.models import DreamRun, RunStatus, RunTrigger
+from jeffrey_worker.context import WorkerContext
+from jeffrey_worker.dream import engine
+from jeffrey_worker.emotion_service import record_predictions
+
+log = logging.getLogger(__name__)
+LOCK_RETRY_SECONDS = 2.0
+
+
+class UnknownRunError(ValueError):
+    """The message names a run that does not exist (a permanent error: dead-lettered)."""
+
+
+class BatchStatus(StrEnum):
+    DUPLICATE = "duplicate"  # this batch was already done by another copy of the message
+    WAITING = "waiting"  # another run holds the user's lock: try again in LOCK_RETRY_SECONDS
+    CHECKPOINTED = "checkpointed"  # the soft time limit hit: rolled back, B halved, same batch again
+    CONTINUES = "continues"  # committed; `next_seq` is the next batch to send
+    SUCCEEDED = "succeeded"  # committed the last batch: the run is done
+    FAILED = "failed"  # the run failed for good (error recorded on the run)
+
+
+@dataclass
+class BatchOutcome:
+    run_id: str
+    status: BatchStatus
+    next_seq: int | None = None  # the batch to send next, when there is one
+    batch_size: int | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_result(self) -> dict[str, Any]:
+        """The task's (small, JSON) result."""
+        result: dict[str, Any] = {"run_id": self.run_id, "status": self.status.value, **self.snapshot}
+        if self.batch_size is not None:
+            result["batch_size"] = self.batch_size
+        if self.error:
+            result["error"] = self.error
+        return result
+
+
+def consolidate_one_batch(ctx: WorkerContext, run_id: str, seq: int | None = None) -> BatchOutcome:
+    """Batch number `seq` of the run (None: whichever is next). A copy whose batch is done is dropped."""
+    header = _run_header(ctx, run_id, seq)
+    if isinstance(header, BatchOutcome):
+        return header
+    user_id, waited = header
+    settings = ctx.settings
+    lock = OwnedLock(ctx.redis, ctx.keys.dream_lock(user_id), run_id, settings.celery.task_time_limit + 30)
+    if not lock.acquire():
+        if waited > settings.dream.lock_wait_seconds:
+            limit = settings.dream.lock_wait_seconds
+            return fail_run(ctx, run_id, lock, f"another run held the user's lock for over {limit:g}s")
+        return BatchOutcome(run_id, BatchStatus.WAITING, next_seq=seq)
+    tuner = ctx.tuner()
+    size = tuner.current()
+    started = time.monotonic()
+    batches = ctx.metrics.dream_batches
+    try:
+        outcome, snapshot = _commit_batch(ctx, run_id, size)
+    except SoftTimeLimitExceeded:
+        tuner.record(size, time.monotonic() - started, ok=False)
+        batches.labels(outcome="time_limit").inc()
+        lock.extend()
+        return BatchOutcome(run_id, BatchStatus.CHECKPOINTED, next_seq=seq, batch_size=size)
+    except (engine.ConcurrentConsolidationError, StaleDataError):
+        batches.labels(outcome="duplicate").inc()  # another copy committed first; its chain carries on
+        return BatchOutcome(run_id, BatchStatus.DUPLICATE)
+    except OperationalError:
+        tuner.record(size, time.monotonic() - started, ok=False)
+        batches.labels(outcome="retry").inc()
+        raise  # the database will come back; the lock stays with this run
+    except Exception as exc:
+        batches.labels(outcome="failed").inc()
+        log.exception("dream run %s failed", run_id)
+        return fail_run(ctx, run_id, lock, f"{exc.__class__.__name__}: {exc}")
+    seconds = time.monotonic() - started
+    new_size = tuner.record(size, seconds, ok=True, quality=outcome.quality)
+    _count(ctx, outcome, seconds)
+    return _after_commit(ctx, run_id, user_id, lock, outcome, snapshot, size, new_size)
+
+
+def _run_header(ctx: WorkerContext, run_id: str, seq: int | None) -> tuple[str, float] | BatchOutcome:
+    """(user id, seconds since queued), or the DUPLICATE outcome when this batch is already done."""
+    with ctx.sessions() as session:
+        run = session.get(DreamRun, run_id)
+        if run is None:
+            raise UnknownRunError(f"dream run {run_id} does not exist")
+        if RunStatus(run.status).finished or (seq is not None and seq != run.batches):
+            return BatchOutcome(run_id, BatchStatus.DUPLICATE, snapshot={"run_status": run.status})
+        return run.user_id, (ctx.clock() - run.queued_at).total_seconds()
+
+
+def _commit_batch(ctx: WorkerContext, run_id: str, size: int) -> tuple[engine.BatchOutcome, dict[str, Any]]:
+    with ctx.sessions() as session:
+        run = session.get(DreamRun, run_id)
+        assert run is not None
+        if run.status == RunStatus.QUEUED:
+            run.status, run.started_at = RunStatus.RUNNING.value, ctx.clock()
+            ctx.publish("run.started", run_id=run.id, user_id=run.user_id)
+        annotate = partial(_annotate, ctx)
+        outcome = engine.run_batch(session, run, size, ctx.embedder, ctx.clock(), annotate=annotate)
+        if outcome.exhausted:
+            _finish(ctx, session, run)
+        if ctx.settings.dream.fault_delay_seconds:
+            time.sleep(ctx.settings.dream.fault_delay_seconds)  # test hook: widen the window before commit
+        session.commit()
+        return outcome, snapshot(run)
+
+
+def _finish(ctx: WorkerContext, session: Session, run: DreamRun) -> None:
+    merged = engine.merge_dreams(session, run.user_id, ctx.clock())
+    run.timings = {**(run.timings or {}), "dreams_merged": merged}
+    store.finish_run(session, run, RunStatus.SUCCEEDED)
+
+
+def _count(ctx: WorkerContext, outcome: engine.BatchOutcome, seconds: float) -> None:
+    metrics = ctx.metrics
+    metrics.dream_batches.labels(outcome="committed").inc()
+    metrics.dream_batch_seconds.observe(seconds)
+    metrics.memories_consolidated.inc(outcome.processed)
+    for emotion in outcome.created_emotions:
+        metrics.dreams_created.labels(dominant_emotion=emotion or "none").inc()
+
+
+def _after_commit(
+    ctx: WorkerContext,
+    run_id: str,
+    user_id: str,
+    lock: OwnedLock,
+    outcome: engine.BatchOutcome,
+    state: dict[str, Any],
+    size: int,
+    new_size: int,
+) -> BatchOutcome:
+    progress = {"processed": outcome.processed, "batch_quality": outcome.quality}
+    sizes = {"batch_size": size, "next_batch_size": new_size}
+    ctx.publish("run.batch", run_id=run_id, user_id=user_id, **progress, **sizes, **state)
+    if state["status"] == RunStatus.SUCCEEDED:
+        lock.release()
+        ctx.publish("run.finished", run_id=run_id, user_id=user_id, **state)
+        return BatchOutcome(run_id, BatchStatus.SUCCEEDED, batch_size=size, snapshot=state)
+    lock.extend()
+    return BatchOutcome(
+        run_id, BatchStatus.CONTINUES, next_seq=state["batches"], batch_size=size, snapshot=state
+    )
+
+
+def _annotate(ctx: WorkerContext, texts: list[str]) -> list[dict[str, Any]]:
+    """Emotions for batch memories the annotation sweep has not reached yet (same model, same breaker)."""
+    results = ctx.detector.detect(texts)
+    record_predictions(ctx.metrics, results)
+    return [r.as_dict() for r in results]
+
+
+def snapshot(run: DreamRun) -> dict[str, Any]:
+    return {
+        "status": run.status,
+        "batches": run.batches,
+        "memories_processed": run.memories_processed,
+        "memories_total": run.memories_total,
+        "quality": run.quality,
+    }
+
+
+def fail_run(ctx: WorkerContext, run_id: str, lock: OwnedLock, error: str) -> BatchOutcome:
+    with ctx.sessions() as session:
+        run = session.get(DreamRun, run_id)
+        if run is not None and not RunStatus(run.status).finished:
+            store.finish_run(session, run, RunStatus.FAILED, error[:2000])
+            session.commit()
+            ctx.publish("run.failed", run_id=run.id, user_id=run.user_id, error=error[:500])
+    lock.release()
+    return BatchOutcome(run_id, BatchStatus.FAILED, error=error)
+
+
+@dataclass
+class CycleOutcome:
+    skipped: str | None = None
+    started: list[str] = field(default_factory=list)  # new runs: send batch 0 of each
+    resent: list[tuple[str, int]] = field(default_factory=list)  # stale runs: (run id, batch to re-send)
+
+    def as_result(self) -> dict[str, Any]:
+        if self.skipped:
+            return {"skipped": self.skipped}
+        return {"started": self.started, "resent": [run_id for run_id, _ in self.resent]}
+
+
+def dream_cycle(ctx: WorkerContext, now: float | None = None) -> CycleOutcome:
+    """One run per user with at least DREAM_MIN_PENDING pending memories; stale runs to re-send."""
+    if not DreamToggle.is_on(ctx.redis.get(ctx.keys.dream_enabled())):
+        return CycleOutcome(skipped="disabled")
+    # Two beats (or a redelivered cycle) firing in the same minute: only the first one acts.
+    slot = ctx.keys.dream_cycle_slot(schedule_slot(time.time() if now is None else now))
+    if not ctx.redis.set(slot, "1", nx=True, ex=3600):
+        return CycleOutcome(skipped="slot already handled")
+    outcome = CycleOutcome()
+    stale_after = timedelta(seconds=3 * ctx.settings.celery.task_time_limit)
+    with ctx.sessions() as session:
+        outcome.resent = [(run.id, run.batches) for run in store.stale_runs(session, stale_after)]
+        for user_id, _pending in store.users_with_pending(session, ctx.settings.dream.min_pending):
+            if store.active_run(session, user_id) is None:
+                outcome.started.append(store.create_run(session, user_id, RunTrigger.SCHEDULE).id)
+        session.commit()
+    log.info("dream cycle: %d runs started, %d stale runs re-sent", len(outcome.started), len(outcome.resent))
+    return outcome

@@ -1,0 +1,41 @@
+"""System services of the worker: beat's heartbeat and the Redis hygiene scan (functions of a context)."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import time
+from typing import Any
+
+from jeffrey_worker.context import WorkerContext
+
+EXAMPLES_KEPT = 20
+
+
+def record_beat_heartbeat(ctx: WorkerContext, now: float | None = None) -> None:
+    """Record when a beat-scheduled tick last ran; the key expires (3 periods) if beat stops."""
+    period = ctx.settings.celery.beat_heartbeat_seconds
+    ctx.redis.set(
+        ctx.keys.beat_heartbeat(), str(time.time() if now is None else now), ex=max(1, int(period * 3))
+    )
+
+
+def redis_hygiene(ctx: WorkerContext) -> dict[str, Any]:
+    """Count project keys without a TTL, split by whether their owner is documented; stored for /metrics."""
+    client, keys = ctx.redis, ctx.keys
+    documented = undocumented = 0
+    examples: list[str] = []
+    patterns = keys.persistent_patterns()
+    for key in client.scan_iter(match=f"{keys.prefix}:*", count=500):
+        if client.ttl(key) != -1:
+            continue
+        if any(fnmatch.fnmatchcase(key, pattern) for pattern in patterns):
+            documented += 1
+            continue
+        undocumented += 1
+        if len(examples) < EXAMPLES_KEPT:
+            examples.append(key)
+    report = {"documented": documented, "undocumented": undocumented, "examples": examples, "at": time.time()}
+    period = ctx.settings.celery.redis_hygiene_seconds
+    client.set(keys.redis_hygiene(), json.dumps(report), ex=max(60, int(period * 3)))
+    return report

@@ -1,0 +1,145 @@
+"""Worker services called as plain functions of a WorkerContext: no Celery app, no worker process.
+
+The same functions the Celery tasks call (and the benchmark), against a real private Redis and a
+real database (SQLite and PostgreSQL); the `send` of the context records what a task would enqueue.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from jeffrey_core.contract import DreamToggle, TaskName
+from jeffrey_core.locks import OwnedLock
+from jeffrey_core.redis_client import create_sync_redis
+from jeffrey_core.redis_keys import RedisKeys
+from jeffrey_core.settings import DatabaseSettings, DreamSettings, RedisSettings, Settings
+from jeffrey_core.store import dreams as store
+from jeffrey_core.store.engine import create_db_engine, create_session_factory
+from jeffrey_core.store.memories import NewMemory, add_memories
+from jeffrey_core.store.models import Dream, DreamRun, Memory, RunStatus, RunTrigger
+from jeffrey_worker import annotation, system
+from jeffrey_worker.consolidation import BatchStatus, consolidate_one_batch, dream_cycle
+from jeffrey_worker.context import WorkerContext
+from jeffrey_worker.dream import synthetic
+from jeffrey_worker.metrics import worker_metrics
+from tests.support.dreams import consolidated
+
+pytestmark = pytest.mark.integration
+
+
+class Sent(list[tuple[str, dict[str, Any]]]):
+    def __call__(self, name: TaskName, **kwargs: Any) -> None:
+        self.append((str(name), kwargs))
+
+
+def make_context(redis_url: str, database_url: str, **dream: Any) -> WorkerContext:
+    redis_settings = RedisSettings(REDIS_URL=redis_url, REDIS_KEY_PREFIX=f"svc-{uuid.uuid4().hex[:6]}")
+    settings = Settings(
+        redis=redis_settings,
+        database=DatabaseSettings(DATABASE_URL=database_url),
+        dream=DreamSettings(**{"DREAM_BATCH_INITIAL": 40, "DREAM_BATCH_MIN": 25, **dream}),
+    )
+    return WorkerContext(
+        settings=settings,
+        sessions=create_session_factory(create_db_engine(settings.database)),
+        redis=create_sync_redis(settings.redis),
+        redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
+        keys=RedisKeys(redis_settings.key_prefix),
+        metrics=worker_metrics(),
+        send=Sent(),
+    )
+
+
+def _add_themed(ctx: WorkerContext, user: str, n: int) -> list[str]:
+    memories = synthetic.generate(n, themes=3, seed=5)
+    with ctx.sessions() as session:
+        rows = add_memories(
+            session, user, [NewMemory(m.text, {"theme": m.theme}, m.created_at) for m in memories]
+        )
+        session.commit()
+        return [r.id for r in rows]
+
+
+def test_one_batch_at_a_time_consolidates_a_run_exactly_once(
+    redis_url: str, database_url: str, user_id: str
+) -> None:
+    ctx = make_context(redis_url, database_url)
+    _add_themed(ctx, user_id, 150)
+    with ctx.sessions() as session:
+        run_id = store.create_run(session, user_id, RunTrigger.API).id
+        session.commit()
+
+    outcome = consolidate_one_batch(ctx, run_id, 0)
+    assert outcome.status == BatchStatus.CONTINUES and outcome.next_seq == 1
+    # A second copy of batch 0 (a redelivery) changes nothing.
+    assert consolidate_one_batch(ctx, run_id, 0).status == BatchStatus.DUPLICATE
+    seen = [outcome.status]
+    while outcome.next_seq is not None:
+        outcome = consolidate_one_batch(ctx, run_id, outcome.next_seq)
+        seen.append(outcome.status)
+    assert seen[-1] == BatchStatus.SUCCEEDED and len(seen) >= 3
+
+    total, done, rows = consolidated(database_url, user_id)
+    assert total == done == rows == 150
+    with ctx.sessions() as session:
+        run = session.get(DreamRun, run_id)
+        assert run is not None and run.status == RunStatus.SUCCEEDED and run.memories_processed == 150
+        assert session.scalar(select(func.count()).select_from(Dream).where(Dream.user_id == user_id))
+    assert ctx.redis.get(ctx.keys.dream_lock(user_id)) is None, "the lock is released at the end"
+    assert ctx.send == [], "the service never enqueues: the task adapter does"
+
+
+def test_a_batch_waits_while_another_run_holds_the_users_lock(
+    redis_url: str, sqlite_url: str, user_id: str
+) -> None:
+    ctx = make_context(redis_url, sqlite_url)
+    _add_themed(ctx, user_id, 30)
+    with ctx.sessions() as session:
+        run_id = store.create_run(session, user_id, RunTrigger.API).id
+        session.commit()
+    other = OwnedLock(ctx.redis, ctx.keys.dream_lock(user_id), "another-run", 60)
+    assert other.acquire()
+    assert consolidate_one_batch(ctx, run_id, 0).status == BatchStatus.WAITING
+    other.release()
+    assert consolidate_one_batch(ctx, run_id, 0).status == BatchStatus.SUCCEEDED
+
+
+def test_the_cycle_honours_the_toggle_and_claims_each_slot_once(
+    redis_url: str, sqlite_url: str, user_id: str
+) -> None:
+    ctx = make_context(redis_url, sqlite_url, DREAM_MIN_PENDING=5)
+    _add_themed(ctx, user_id, 12)
+    ctx.redis.set(ctx.keys.dream_enabled(), DreamToggle.OFF.value)
+    assert dream_cycle(ctx, now=1_000_000.0).skipped == "disabled"
+    ctx.redis.set(ctx.keys.dream_enabled(), DreamToggle.ON.value)
+    first = dream_cycle(ctx, now=1_000_000.0)
+    assert len(first.started) == 1 and first.skipped is None
+    assert dream_cycle(ctx, now=1_000_000.0).skipped == "slot already handled"
+    # The next slot starts nothing new: the user's run is still active.
+    assert dream_cycle(ctx, now=1_000_000.0 + 3600).started == []
+
+
+def test_annotation_sweep_and_detect_without_celery(redis_url: str, sqlite_url: str, user_id: str) -> None:
+    ctx = make_context(redis_url, sqlite_url)
+    ids = _add_themed(ctx, user_id, 20)
+    stats = annotation.sweep(ctx)
+    assert stats is not None and stats.written == 20 and not stats.more_pending
+    with ctx.sessions() as session:
+        labels = session.scalars(select(Memory.emotion_label).where(Memory.id.in_(ids))).all()
+    assert all(labels)
+    assert annotation.detect(ctx, ["I am so happy today"])[0]["label"] == "joy"
+    with pytest.raises(ValueError):
+        annotation.detect(ctx, [])
+
+
+def test_redis_hygiene_tells_documented_keys_from_forgotten_ones(redis_url: str, sqlite_url: str) -> None:
+    ctx = make_context(redis_url, sqlite_url)
+    ctx.redis.set(ctx.keys.dream_enabled(), DreamToggle.ON.value)
+    ctx.redis.set(f"{ctx.keys.prefix}:forgotten", "x")
+    report = system.redis_hygiene(ctx)
+    assert report["documented"] >= 1 and report["undocumented"] == 1
+    assert report["examples"] == [f"{ctx.keys.prefix}:forgotten"]
