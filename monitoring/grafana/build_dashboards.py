@@ -18,7 +18,7 @@ BRAIN = [
     ("Request rate", [(f"sum(rate(http_requests_total[{RATE}]))", "requests/s")], "reqps", "timeseries"),
     ("Error rate (5xx)", [(f'sum(rate(http_requests_total{{status=~"5.."}}[{RATE}])) or vector(0)', "5xx/s")], "reqps", "timeseries"),
     ("API latency P95", [(f"histogram_quantile(0.95, sum by (le) (rate(http_request_duration_highr_seconds_bucket[{RATE}])))", "P95")], "s", "timeseries"),
-    ("Queue depth", [("sum by (queue) (jeffrey_queue_depth)", "{{queue}}")], "short", "timeseries"),
+    ("Queue depth", [("max by (queue) (jeffrey_queue_depth)", "{{queue}}")], "short", "timeseries"),
     ("Workers online", [("sum(flower_worker_online)", "workers")], "short", "stat"),
     ("Dream quality (last run)", [("max(jeffrey_dream_quality)", "quality")], "percentunit", "stat"),
     ("Dead-letter queue", [("max(jeffrey_dream_dlq_size)", "dead letters")], "short", "stat"),
@@ -46,11 +46,15 @@ SYSTEM = [
 ]  # fmt: skip
 
 DREAMS = [
-    ("Runs by outcome", [(f"sum by (outcome) (increase(jeffrey_dream_runs_total[{RATE}]))", "{{outcome}}")], "short", "timeseries"),
+    # API metrics read from the database are the same on every API replica: max, not sum.
+    ("Runs by outcome", [(f"max by (outcome) (increase(jeffrey_dream_runs_total[{RATE}]))", "{{outcome}}")], "short", "timeseries"),
     ("Dream quality", [("max(jeffrey_dream_quality)", "last run")], "percentunit", "timeseries"),
     ("Batch size B", [("max(jeffrey_dream_batch_size)", "B")], "short", "timeseries"),
+    # Events are counted by the workers where they happen (counters, summed over workers)...
     ("Memories consolidated per hour", [("sum(increase(jeffrey_dream_memories_consolidated_total[1h]))", "memories/h")], "short", "timeseries"),
-    ("New dreams by dominant emotion", [(f"sum by (dominant_emotion) (increase(jeffrey_dreams_total[{RATE}]))", "{{dominant_emotion}}")], "short", "timeseries"),
+    ("New dreams by dominant emotion", [(f"sum by (dominant_emotion) (increase(jeffrey_dreams_created_total[{RATE}]))", "{{dominant_emotion}}")], "short", "timeseries"),
+    # ...what exists now is a gauge read from the database (it goes down when dreams merge).
+    ("Dreams by dominant emotion", [("max by (dominant_emotion) (jeffrey_dreams)", "{{dominant_emotion}}")], "short", "timeseries"),
     ("Run duration P95", [(f"histogram_quantile(0.95, sum by (le) (rate(jeffrey_dream_run_duration_seconds_bucket[{RATE}])))", "P95")], "s", "timeseries"),
     ("Batch duration P95", [(f"histogram_quantile(0.95, sum by (le) (rate(jeffrey_dream_batch_duration_seconds_bucket[{RATE}])))", "P95")], "s", "timeseries"),
     ("Emotions predicted", [(f"sum by (label) (increase(jeffrey_emotion_predictions_total[{RATE}]))", "{{label}}")], "short", "timeseries"),

@@ -127,6 +127,12 @@ def test_forced_run_consolidates_every_memory_once_into_sensible_dreams(
     assert status["runs"]["succeeded"] >= 1 and status["pending_memories"] == 0 and status["last_success_at"]
     metrics = httpx.get(f"{stack.api}/metrics").text
     assert 'jeffrey_dream_runs_total{outcome="succeeded"}' in metrics and "jeffrey_dream_quality " in metrics
+    # Current row counts are gauges (they go down when dreams merge); the worker counts the events.
+    assert "# TYPE jeffrey_dreams gauge" in metrics and "jeffrey_dreams{dominant_emotion=" in metrics
+    assert (
+        "# TYPE jeffrey_dream_memories_consolidated gauge" in metrics
+        and "jeffrey_dreams_total" not in metrics
+    )
     other = stack.headers("someone-else")
     assert httpx.get(f"{stack.api}/api/v1/dreams/{dreams[0]['id']}", headers=other).status_code == 404
 

@@ -2,30 +2,39 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 import anyio
 
-from jeffrey_api.admission import queue_depth
-from jeffrey_api.dream_state import lock_holders
+from jeffrey_api.dream_state import lock_holders, read_view
+from jeffrey_api.read_model import SATURATION_WARNING, QueueLoad, read_hygiene, read_queue_view
 from jeffrey_api.state import AppState
+from jeffrey_core.breaker import read_breaker
 from jeffrey_core.contract import EMOTION_BREAKER, WORKER_QUEUES
 from jeffrey_core.dlq import DeadLetterQueue
-from jeffrey_core.store import dreams as store
 from jeffrey_core.store.models import DreamRun, RunStatus
 
-PENALTY = {"critical": 30, "warning": 10, "info": 0}
 BREAKER = EMOTION_BREAKER
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+# Health score: 100 minus these, per finding.
+PENALTY = {Severity.CRITICAL: 30, Severity.WARNING: 10, Severity.INFO: 0}
 
 
 @dataclass
 class Finding:
     check: str
-    severity: str  # info | warning | critical
+    severity: Severity
     summary: str
     action: str
     details: dict[str, Any]
@@ -35,47 +44,48 @@ async def diagnose(state: AppState) -> dict[str, Any]:
     findings: list[Finding] = []
     report, _ = await state.readiness.report()
     findings += _readiness(report.as_dict(cached=False))
+    redis_ok = report.checks["redis"]["status"] == "ok"
     if report.workers == "up":
         active = await anyio.to_thread.run_sync(_active_tasks, state)
         findings.append(
             Finding(
                 "workers",
-                "info",
+                Severity.INFO,
                 f"{len(report.worker_names)} worker(s) online",
                 "none",
                 {"workers": report.worker_names, "active_tasks": active},
             )
         )
-    elif report.checks["redis"]["status"] == "ok":
+    elif redis_ok:
         findings.append(
             Finding(
                 "workers",
-                "critical",
+                Severity.CRITICAL,
                 "no worker answers",
                 "start a worker: celery -A jeffrey_worker.app worker -E -Q dream,emotion,default",
                 {},
             )
         )
-    if report.checks["redis"]["status"] == "ok":
+    if redis_ok:
         findings += await anyio.to_thread.run_sync(_redis_findings, state)
         findings += await _locks(state)
     if report.checks["database"]["status"] == "ok":
         findings += await anyio.to_thread.run_sync(_dream_findings, state)
     findings += _settings(state)
-    score = max(0, 100 - sum(PENALTY[f.severity] for f in findings))
-    worst = (
-        "critical"
-        if any(f.severity == "critical" for f in findings)
-        else "warning"
-        if any(f.severity == "warning" for f in findings)
-        else "ok"
-    )
     return {
-        "health_score": score,
-        "status": worst,
+        "health_score": max(0, 100 - sum(PENALTY[f.severity] for f in findings)),
+        "status": _overall(findings),
         "generated_at": time.time(),
         "findings": [asdict(f) for f in findings],
     }
+
+
+def _overall(findings: list[Finding]) -> str:
+    severities = {f.severity for f in findings}
+    for worst in (Severity.CRITICAL, Severity.WARNING):
+        if worst in severities:
+            return worst.value
+    return "ok"
 
 
 def _readiness(report: dict[str, Any]) -> list[Finding]:
@@ -85,7 +95,7 @@ def _readiness(report: dict[str, Any]) -> list[Finding]:
             out.append(
                 Finding(
                     name,
-                    "critical",
+                    Severity.CRITICAL,
                     f"{name} is unreachable: {check.get('error')}",
                     f"restore {name}; /readyz fails until then",
                     check,
@@ -100,70 +110,83 @@ def _active_tasks(state: AppState) -> dict[str, int]:
 
 
 def _redis_findings(state: AppState) -> list[Finding]:
-    out: list[Finding] = []
     redis = state.sync_redis
-    for queue in WORKER_QUEUES:
-        depth = queue_depth(redis, queue.value)
-        limit = state.settings.admission.max_depth(queue) or 1
-        ratio = depth / limit
-        severity = "critical" if ratio >= 1 else "warning" if ratio > 0.85 else "info"
-        out.append(
-            Finding(
-                f"queue:{queue.value}",
-                severity,
-                f"{queue.value}: {depth} waiting ({ratio:.0%} of {limit})",
-                "add workers or look for slow tasks" if severity != "info" else "none",
-                {"depth": depth, "limit": limit, "saturation": round(ratio, 4)},
-            )
-        )
-    records, total = DeadLetterQueue(redis, state.celery).records(limit=10_000)
+    queues = read_queue_view(redis, state.settings.admission, WORKER_QUEUES)
+    return [
+        *(_queue_finding(load) for load in queues if load.limit),
+        _dead_letter_finding(state),
+        _breaker_finding(state),
+        _memory_finding(redis.info("memory")),
+        *_hygiene_findings(state),
+    ]
+
+
+def _queue_finding(load: QueueLoad) -> Finding:
+    ratio = load.saturation or 0.0
+    severity = (
+        Severity.CRITICAL if ratio >= 1 else Severity.WARNING if ratio > SATURATION_WARNING else Severity.INFO
+    )
+    name = load.queue.value
+    return Finding(
+        f"queue:{name}",
+        severity,
+        f"{name}: {load.depth} waiting ({ratio:.0%} of {load.limit})",
+        "add workers or look for slow tasks" if severity != Severity.INFO else "none",
+        {"depth": load.depth, "limit": load.limit, "saturation": ratio},
+    )
+
+
+def _dead_letter_finding(state: AppState) -> Finding:
+    records, total = DeadLetterQueue(state.sync_redis, state.celery).records(limit=10_000)
     by_error = Counter(f"{r['task']}: {r['error_type']}" for r in records)
-    severity = "critical" if total > 10 else "warning" if total else "info"
-    out.append(
-        Finding(
-            "dead_letters",
-            severity,
-            f"{total} dead letter(s)",
-            "jeffrey dlq list; fix the cause; jeffrey dlq replay" if total else "none",
-            {"by_error": dict(by_error.most_common(10))},
-        )
+    return Finding(
+        "dead_letters",
+        Severity.CRITICAL if total > 10 else Severity.WARNING if total else Severity.INFO,
+        f"{total} dead letter(s)",
+        "jeffrey dlq list; fix the cause; jeffrey dlq replay" if total else "none",
+        {"by_error": dict(by_error.most_common(10))},
     )
-    breaker = str(redis.get(state.keys.breaker_state(BREAKER)) or "closed")
-    out.append(
-        Finding(
-            "breaker:emotion-model",
-            "critical" if breaker == "open" else "warning" if breaker == "half-open" else "info",
-            f"emotion model breaker {breaker}",
-            "check the worker logs for model errors" if breaker != "closed" else "none",
-            {"state": breaker},
-        )
+
+
+def _breaker_finding(state: AppState) -> Finding:
+    snapshot = read_breaker(state.redis_bytes, state.keys, BREAKER)
+    wait = snapshot.seconds_until_probe(state.settings.emotion.breaker_reset_seconds)
+    severities = {"open": Severity.CRITICAL, "half-open": Severity.WARNING}
+    return Finding(
+        f"breaker:{BREAKER}",
+        severities.get(snapshot.state, Severity.INFO),
+        f"emotion model breaker {snapshot.state}",
+        "check the worker logs for model errors" if snapshot.state != "closed" else "none",
+        {"state": snapshot.state, "opened_at": snapshot.opened_at, "seconds_until_probe": wait},
     )
-    memory = redis.info("memory")
+
+
+def _memory_finding(memory: dict[str, Any]) -> Finding:
     used, maximum = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
     near_full = bool(maximum) and used / maximum > 0.85
-    out.append(
-        Finding(
-            "redis:memory",
-            "warning" if near_full else "info",
-            f"Redis uses {used / 1e6:.1f} MB" + (f" of {maximum / 1e6:.0f} MB" if maximum else ""),
-            "raise maxmemory or purge old results" if near_full else "none",
-            {"used_bytes": used, "maxmemory_bytes": maximum},
-        )
+    return Finding(
+        "redis:memory",
+        Severity.WARNING if near_full else Severity.INFO,
+        f"Redis uses {used / 1e6:.1f} MB" + (f" of {maximum / 1e6:.0f} MB" if maximum else ""),
+        "raise maxmemory or purge old results" if near_full else "none",
+        {"used_bytes": used, "maxmemory_bytes": maximum},
     )
-    hygiene = redis.get(state.keys.redis_hygiene())
-    if hygiene:
-        report = json.loads(hygiene)
-        bad = int(report["undocumented"])
-        out.append(
-            Finding(
-                "redis:keys_without_ttl",
-                "warning" if bad else "info",
-                f"{bad} undocumented key(s) without TTL ({report['documented']} documented)",
-                "give those keys a TTL or document their owner in RedisKeys" if bad else "none",
-                report,
-            )
+
+
+def _hygiene_findings(state: AppState) -> list[Finding]:
+    report = read_hygiene(state.sync_redis, state.keys)
+    if report is None:
+        return []
+    bad = report.undocumented
+    return [
+        Finding(
+            "redis:keys_without_ttl",
+            Severity.WARNING if bad else Severity.INFO,
+            f"{bad} undocumented key(s) without TTL ({report.documented} documented)",
+            "give those keys a TTL or document their owner in RedisKeys" if bad else "none",
+            asdict(report),
         )
-    return out
+    ]
 
 
 async def _locks(state: AppState) -> list[Finding]:
@@ -174,15 +197,14 @@ async def _locks(state: AppState) -> list[Finding]:
             return [
                 user
                 for user, run_id in holders.items()
-                if (run := session.get(DreamRun, run_id)) is None or run.status in store.FINISHED
+                if (run := session.get(DreamRun, run_id)) is None or RunStatus(run.status).finished
             ]
 
     stuck = await anyio.to_thread.run_sync(stale)
-    severity = "warning" if stuck else "info"
     return [
         Finding(
             "dream:locks",
-            severity,
+            Severity.WARNING if stuck else Severity.INFO,
             f"{len(holders)} dream lock(s) held, {len(stuck)} by finished runs",
             "they expire by themselves within 90 s; if they persist, check the workers" if stuck else "none",
             {"holders": holders, "stale": stuck},
@@ -191,27 +213,21 @@ async def _locks(state: AppState) -> list[Finding]:
 
 
 def _dream_findings(state: AppState) -> list[Finding]:
-    with state.sessions() as session:
-        last = store.last_run(session)
-        success = store.last_run(session, status=RunStatus.SUCCEEDED)
-        pending = store.count_pending(session)
-    age = (
-        None
-        if success is None or success.finished_at is None
-        else time.time() - success.finished_at.timestamp()
-    )
-    overdue = pending >= state.settings.dream.min_pending and (age is None or age > 86400)
+    view = read_view(state, None)
+    age = view.last_success_age(time.time())
+    overdue = view.pending_memories >= state.settings.dream.min_pending and (age is None or age > 86400)
     return [
         Finding(
             "dream:last_success",
-            "warning" if overdue else "info",
+            Severity.WARNING if overdue else Severity.INFO,
             "no successful dream run in 24 h" if overdue else "dreaming is on schedule",
             "check the toggle and beat (GET /api/v1/dream/status)" if overdue else "none",
             {
-                "last_run": last.id if last else None,
-                "last_run_status": last.status if last else None,
+                "last_run": view.last_run.id if view.last_run else None,
+                "last_run_status": view.last_run.status if view.last_run else None,
                 "last_success_age_seconds": age,
-                "pending_memories": pending,
+                "pending_memories": view.pending_memories,
+                "active_runs": view.active_runs,
             },
         )
     ]
@@ -222,7 +238,7 @@ def _settings(state: AppState) -> list[Finding]:
     out = [
         Finding(
             "settings:time_limits",
-            "info",
+            Severity.INFO,
             f"visibility timeout {s.celery.visibility_timeout}s > hard limit {s.celery.task_time_limit}s",
             "none",
             {
@@ -235,7 +251,11 @@ def _settings(state: AppState) -> list[Finding]:
     if not s.is_prod:
         out.append(
             Finding(
-                "settings:mode", "warning", "SECURITY_MODE=dev", "run production with SECURITY_MODE=prod", {}
+                "settings:mode",
+                Severity.WARNING,
+                "SECURITY_MODE=dev",
+                "run production with SECURITY_MODE=prod",
+                {},
             )
         )
     return out

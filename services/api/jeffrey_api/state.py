@@ -12,8 +12,12 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jeffrey_api.readiness import ReadinessProbe
+from jeffrey_core.celery_factory import create_celery
+from jeffrey_core.contract import EMOTION_BREAKER
+from jeffrey_core.redis_client import create_async_redis, create_sync_redis
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings
+from jeffrey_core.store.engine import create_db_engine, create_session_factory
 
 
 @dataclass
@@ -24,7 +28,44 @@ class AppState:
     redis: aioredis.Redis
     # For the synchronous (threadpool) routes: debouncing task kicks.
     sync_redis: SyncRedis
+    # Bytes responses (no decode_responses), for pybreaker's storage behind jeffrey_core.breaker.
+    redis_bytes: SyncRedis
     celery: Celery
     readiness: ReadinessProbe
     registry: CollectorRegistry
     keys: RedisKeys
+
+    @classmethod
+    def open(cls, settings: Settings, registry: CollectorRegistry) -> AppState:
+        """Every client the process shares, built once (and RedisKeys once)."""
+        keys = RedisKeys(settings.redis.key_prefix)
+        engine = create_db_engine(settings.database)
+        redis = create_async_redis(settings.redis)
+        celery = create_celery(settings, main="jeffrey-api")
+        readiness = ReadinessProbe(
+            redis,
+            engine,
+            celery,
+            cache_seconds=settings.api.readiness_cache_seconds,
+            worker_ping_timeout=settings.api.worker_ping_timeout,
+            breaker_keys={EMOTION_BREAKER: keys.breaker_state(EMOTION_BREAKER)},
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=create_session_factory(engine),
+            redis=redis,
+            sync_redis=create_sync_redis(settings.redis),
+            redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
+            celery=celery,
+            readiness=readiness,
+            registry=registry,
+            keys=keys,
+        )
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        self.sync_redis.close()
+        self.redis_bytes.close()
+        self.celery.close()
+        self.engine.dispose()

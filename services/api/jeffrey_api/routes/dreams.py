@@ -32,7 +32,7 @@ from jeffrey_api.schemas import (
     ToggleRequest,
 )
 from jeffrey_api.tasks import send
-from jeffrey_core.contract import Queue, TaskName
+from jeffrey_core.contract import DreamToggle, Queue, TaskName
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store.models import Dream, DreamRun, RunTrigger
 
@@ -55,7 +55,7 @@ def start_run(
     owner = acting_user(principal, user_id)
     key = idempotency.validate_key(idempotency_key)
     admit(state, Queue.DREAM)
-    if not force and state.sync_redis.get(state.keys.dream_enabled()) == "0":
+    if not force and not DreamToggle.is_on(state.sync_redis.get(state.keys.dream_enabled())):
         raise ApiError(
             409, "dreams_disabled", "dreaming is disabled; POST /api/v1/dream/toggle or use ?force=true"
         )
@@ -122,7 +122,7 @@ async def status(principal: MemoriesPrincipalDep, state: StateDep) -> dict[str, 
 
 @router.post("/dream/toggle", summary="Enable or disable scheduled dreaming (admin; forced runs ignore it)")
 async def toggle(body: ToggleRequest, state: StateDep, _: AdminDep) -> dict[str, bool]:
-    await state.redis.set(state.keys.dream_enabled(), "1" if body.enabled else "0")
+    await state.redis.set(state.keys.dream_enabled(), DreamToggle.of(body.enabled).value)
     return {"enabled": body.enabled}
 
 

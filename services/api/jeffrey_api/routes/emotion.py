@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 import anyio
@@ -16,6 +14,7 @@ from jeffrey_api.errors import unavailable
 from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
 from jeffrey_api.state import AppState
 from jeffrey_api.tasks import call
+from jeffrey_core.breaker import read_breaker
 from jeffrey_core.contract import EMOTION_BREAKER, Queue, TaskName
 
 router = APIRouter(prefix="/api/v1/emotion", tags=["emotion"])
@@ -35,7 +34,7 @@ async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _:
     texts = [body.text] if body.text is not None else list(body.texts or [])
     timeout = body.timeout or settings.emotion.detect_timeout
     try:
-        wait = await _breaker_wait(state, settings.emotion.breaker_reset_seconds)
+        wait = await anyio.to_thread.run_sync(_breaker_wait, state, settings.emotion.breaker_reset_seconds)
     except RedisError as exc:
         raise unavailable("broker_unavailable", "Redis is not reachable; retry later") from exc
     if wait is not None:
@@ -52,16 +51,7 @@ async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _:
     return detections[0] if body.text is not None else DetectBatchOut(items=detections)
 
 
-async def _breaker_wait(state: AppState, reset_seconds: float) -> int | None:
-    """Seconds until the open breaker lets a probe through, or None when a call may go ahead.
-
-    Once the reset timeout has passed the call is let through: it is the half-open probe that
-    closes the breaker again (refusing it would keep the breaker open forever).
-    """
-    breaker_state, opened_at = await state.redis.mget(
-        state.keys.breaker_state(BREAKER), state.keys.breaker_opened_at(BREAKER)
-    )
-    if breaker_state != "open":
-        return None
-    remaining = float(opened_at or 0) + reset_seconds - time.time()
-    return max(1, math.ceil(remaining)) if remaining > 0 else None
+def _breaker_wait(state: AppState, reset_seconds: float) -> int | None:
+    """Seconds until the open breaker lets a probe through, or None when a call may go ahead."""
+    snapshot = read_breaker(state.redis_bytes, state.keys, BREAKER)
+    return snapshot.seconds_until_probe(reset_seconds)
