@@ -1,5 +1,7 @@
 # One image for every Python service (api, worker, beat, flower, migrate); the command picks the role.
-FROM python:3.11-slim
+# Pinned by exact tag (a digest could not be resolved offline; pin `python:3.11.11-slim-bookworm@sha256:…`
+# once a registry is reachable: `docker buildx imagetools inspect python:3.11.11-slim-bookworm`).
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

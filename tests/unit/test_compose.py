@@ -94,3 +94,54 @@ def test_no_sample_password_ships() -> None:
     for path in (ROOT / ".env.example", ROOT / "compose.yaml"):
         text = path.read_text()
         assert not re.search(r"jeffrey\S*20\d\d", text)  # the seed README's sample passwords
+
+
+def test_published_ports_listen_on_loopback_by_default(config: dict[str, Any]) -> None:
+    for name in PUBLISHED:
+        for port in config["services"][name]["ports"]:
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+
+
+def test_bind_address_can_be_widened_explicitly(tmp_path: Path) -> None:
+    env = tmp_path / "wide.env"
+    env.write_text((ROOT / ".env.example").read_text() + "\nBIND_ADDRESS=10.0.0.5\n")
+    result = compose("--format", "json", env_file=env)
+    assert result.returncode == 0, result.stderr
+    api = json.loads(result.stdout)["services"]["api"]
+    assert [p["host_ip"] for p in api["ports"]] == ["10.0.0.5"]
+
+
+def test_prometheus_has_no_lifecycle_api(config: dict[str, Any]) -> None:
+    command = config["services"]["prometheus"]["command"]
+    assert not [arg for arg in command if "lifecycle" in arg]
+
+
+def test_redis_healthcheck_keeps_the_password_off_argv(config: dict[str, Any]) -> None:
+    redis = config["services"]["redis"]
+    check = " ".join(redis["healthcheck"]["test"])
+    assert "redis-cli" in check and " -a " not in check and "REDIS_PASSWORD" not in check
+    assert redis["environment"]["REDISCLI_AUTH"] == redis["environment"]["REDIS_PASSWORD"]
+
+
+def test_signing_key_only_reaches_the_api(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert services["api"]["environment"]["JEFFREY_SECRET_KEY"]
+    for name in ("worker", "beat", "flower", "migrate"):
+        # Blank, not just absent: `env_file: .env` would otherwise hand it over.
+        assert services[name]["environment"].get("JEFFREY_SECRET_KEY") == "", name
+    for name in ("redis", "postgres", "prometheus", "grafana"):
+        assert "JEFFREY_SECRET_KEY" not in services[name].get("environment", {}), name
+
+
+def test_base_images_are_pinned_by_exact_version() -> None:
+    # major.minor.patch (PostgreSQL's releases are major.minor since 10: 16.4 is exact); a floating
+    # tag such as redis:7.2-alpine or python:3.11-slim fails.
+    exact = re.compile(r"^([\w./-]+:v?\d+\.\d+\.\d+|postgres:\d+\.\d+)(-[\w.-]+)?(@sha256:[0-9a-f]{64})?$")
+    text = (ROOT / "compose.yaml").read_text()
+    images = re.findall(r"^\s+image:\s*(\S+)", text, re.MULTILINE)
+    third_party = [image for image in images if not image.startswith("jeffrey-os:")]
+    assert len(third_party) == 4
+    for image in third_party:
+        assert exact.match(image), image
+    froms = re.findall(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
+    assert froms and all(exact.match(image) for image in froms), froms
