@@ -7,7 +7,9 @@ Messages carry ids and small JSON, never objects.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel
 
 
 class Queue(StrEnum):
@@ -78,8 +80,28 @@ class DreamToggle(StrEnum):
         return cls.ON if enabled else cls.OFF
 
 
+# Limits of a memory's text and of one detect call (validated by the API, checked again by workers).
 MAX_DETECT_TEXTS = 64
 MAX_TEXT_CHARS = 5000
+
+EmotionLabel = Literal["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
+EKMAN_LABELS: tuple[str, ...] = get_args(EmotionLabel)
+
+
+class EmotionDetection(BaseModel):
+    """One text's emotion, as workers return it, memories store it and /emotion/detect answers it."""
+
+    label: str
+    fine_label: str
+    confidence: float
+    scores: dict[str, float]
+    fine_scores: dict[str, float]
+    labels: list[str]
+    method: str
+    model_version: str
+    lang: str | None
+
+
 # Name of the emotion model's circuit breaker (its state lives in Redis, see RedisKeys.breaker_state).
 EMOTION_BREAKER = "emotion-model"
 

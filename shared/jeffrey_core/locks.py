@@ -51,7 +51,3 @@ class OwnedLock:
 
     def release(self) -> bool:
         return bool(self._run(_RELEASE))
-
-    def holder(self) -> str | None:
-        value = self.client.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value

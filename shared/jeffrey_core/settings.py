@@ -278,6 +278,12 @@ def production_problems(settings: Settings) -> list[str]:
         if value:
             secrets.append((name, value))
 
+    _check_secrets(settings, check, problems)
+    problems += _reused(secrets) + _test_hooks(settings) + _cors(settings)
+    return problems
+
+
+def _check_secrets(settings: Settings, check: Callable[[str, str | None], None], problems: list[str]) -> None:
     if settings.security.secret_key is not None:
         check("JEFFREY_SECRET_KEY", settings.security.secret_key.get_secret_value())
     redis_url_password = _password_in_url(settings.redis.url)
@@ -285,27 +291,36 @@ def production_problems(settings: Settings) -> list[str]:
         check("REDIS_PASSWORD", _reveal(settings.redis.password))
     if redis_url_password is not None:
         check("REDIS_URL (password)", redis_url_password)
-    database_url = settings.database.url
-    if not database_url.startswith("sqlite"):
-        check("DATABASE_URL (password)", _password_in_url(database_url))
+    if not settings.database.url.startswith("sqlite"):
+        check("DATABASE_URL (password)", _password_in_url(settings.database.url))
     _check_flower(_reveal(settings.flower.basic_auth), check, problems)
     if settings.observability.grafana_admin_password is not None:
         check("GF_SECURITY_ADMIN_PASSWORD", _reveal(settings.observability.grafana_admin_password))
+
+
+def _reused(secrets: list[tuple[str, str]]) -> list[str]:
     seen: dict[str, str] = {}
+    problems = []
     for name, value in secrets:
         if value in seen:
             problems.append(f"{name} reuses the value of {seen[value]}; every secret must be its own")
         else:
             seen[value] = name
+    return problems
+
+
+def _test_hooks(settings: Settings) -> list[str]:
+    problems = []
     if settings.emotion.fault:
         problems.append("EMOTION_FAULT is a test hook and must be empty")
     if settings.dream.fault_delay_seconds:
         problems.append("DREAM_FAULT_DELAY_SECONDS is a test hook and must be 0")
-    origins = {origin.strip().lower() for origin in settings.security.cors_origins}
-    for wildcard in ("*", "null"):
-        if wildcard in origins:
-            problems.append(f"CORS_ORIGINS must not allow '{wildcard}'")
     return problems
+
+
+def _cors(settings: Settings) -> list[str]:
+    origins = {origin.strip().lower() for origin in settings.security.cors_origins}
+    return [f"CORS_ORIGINS must not allow '{w}'" for w in ("*", "null") if w in origins]
 
 
 def _check_flower(

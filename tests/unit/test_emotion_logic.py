@@ -8,12 +8,13 @@ import numpy as np
 import pybreaker
 import pytest
 
+from jeffrey_core.contract import EKMAN_LABELS
 from jeffrey_core.settings import EmotionSettings
 from jeffrey_worker.emotion.detector import FALLBACK_CONFIDENCE, EmotionDetector, fallback_result
 from jeffrey_worker.emotion.features import TfidfView, char_wb_ngrams, word_ngrams
 from jeffrey_worker.emotion.french import FrenchLexiconModel
 from jeffrey_worker.emotion.language import detect_language
-from jeffrey_worker.emotion.model import EKMAN_LABELS, EmotionResult
+from jeffrey_worker.emotion.model import EmotionResult
 from jeffrey_worker.emotion_service import GuardedDetector
 from tests.conftest import require
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from jeffrey_api.errors import ApiError
 from jeffrey_api.state import AppState
+from jeffrey_api.validation import bounded_utc, safe_text
 from jeffrey_core.auth import Principal, Scope, TokenError, verify_token
 from jeffrey_core.settings import Settings
 from jeffrey_core.store.pagination import Cursor, InvalidCursorError
@@ -100,10 +101,16 @@ def get_cursor(
     ] = None,
 ) -> Cursor | None:
     """The decoded pagination cursor; 422 `invalid_cursor` when it was not produced by this API."""
+    if not cursor:
+        return None
     try:
-        return Cursor.decode(cursor) if cursor else None
+        decoded = Cursor.decode(cursor)
     except InvalidCursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
+    try:  # a forged cursor must not carry what the query string may not
+        return Cursor(bounded_utc(decoded.created_at), safe_text(decoded.id))
+    except ValueError as exc:
+        raise ApiError(422, "invalid_cursor", f"cursor is out of range: {exc}") from exc
 
 
 CursorDep = Annotated[Cursor | None, Depends(get_cursor)]

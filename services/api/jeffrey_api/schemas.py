@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from jeffrey_api.validation import MAX_JSON_DEPTH, BoundedDatetime, SafeText, bounded_json
+from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS, EmotionDetection
 from jeffrey_core.store.models import Memory
 
-MAX_TEXT_CHARS = 5000
 MAX_BATCH = 500
 MAX_META_BYTES = 16 * 1024
 
@@ -115,17 +115,14 @@ class MemoryPage(BaseModel):
     next_cursor: str | None
 
 
-EmotionLabel = Literal["anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral"]
-
-
 class DetectRequest(BaseModel):
-    """Either `text` or `texts` (1-64), each 1-5000 characters."""
+    """Either `text` or `texts` (1-MAX_DETECT_TEXTS), each 1-MAX_TEXT_CHARS characters."""
 
     model_config = ConfigDict(extra="forbid")
 
     text: SafeText | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     texts: list[Annotated[SafeText, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
-        None, min_length=1, max_length=64
+        None, min_length=1, max_length=MAX_DETECT_TEXTS
     )
     timeout: float | None = Field(None, gt=0, le=30, description="Seconds to wait for a worker (default 5).")
 
@@ -134,18 +131,6 @@ class DetectRequest(BaseModel):
         if (self.text is None) == (self.texts is None):
             raise ValueError("give exactly one of `text` or `texts`")
         return self
-
-
-class EmotionDetection(BaseModel):
-    label: str
-    fine_label: str
-    confidence: float
-    scores: dict[str, float]
-    fine_scores: dict[str, float]
-    labels: list[str]
-    method: str
-    model_version: str
-    lang: str | None
 
 
 class DetectBatchOut(BaseModel):

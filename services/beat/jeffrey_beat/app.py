@@ -13,6 +13,7 @@ from celery.signals import setup_logging
 
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import TaskName
+from jeffrey_core.enqueue import PUBLISH_RETRY, Caller
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.schedule import cron_schedule
@@ -23,27 +24,36 @@ MAX_LOOP_INTERVAL = 5
 LOCK_TIMEOUT = 30
 
 
+def _options(expires: float | None = None) -> dict[str, Any]:
+    """Beat publishes like every other caller: queue from the contract (task_routes), beat's policy."""
+    options: dict[str, Any] = {"retry": True, "retry_policy": PUBLISH_RETRY[Caller.BEAT]}
+    if expires is not None:
+        options["expires"] = expires
+    return options
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return {
         "beat-heartbeat": {
             "task": TaskName.BEAT_HEARTBEAT.value,
             "schedule": settings.celery.beat_heartbeat_seconds,
-            "options": {"expires": settings.celery.beat_heartbeat_seconds},
+            "options": _options(settings.celery.beat_heartbeat_seconds),
         },
         "dream-cycle": {
             "task": TaskName.DREAM_CYCLE.value,
             "schedule": cron_schedule(settings.dream.schedule),
+            "options": _options(),
         },
         "redis-hygiene": {
             "task": TaskName.REDIS_HYGIENE.value,
             "schedule": settings.celery.redis_hygiene_seconds,
-            "options": {"expires": settings.celery.redis_hygiene_seconds},
+            "options": _options(settings.celery.redis_hygiene_seconds),
         },
         # Safety net for annotation kicks the API could not send (Redis down at that moment).
         "emotion-sweep": {
             "task": TaskName.EMOTION_ANNOTATE_PENDING.value,
             "schedule": settings.emotion.sweep_seconds,
-            "options": {"expires": settings.emotion.sweep_seconds},
+            "options": _options(settings.emotion.sweep_seconds),
         },
     }
 

@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-MAX_TEXT = 5000
+from jeffrey_core.contract import MAX_TEXT_CHARS
+
 BATCH_SIZE = 200
 MAX_ATTEMPTS = 5
 
@@ -67,36 +68,57 @@ def read_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str |
             yield number, *_validate(record, csv_row=False)
 
 
+class _Invalid(ValueError):
+    """One line's problem, said for the person who wrote the file."""
+
+
 def _validate(record: Any, csv_row: bool) -> tuple[dict[str, Any] | None, str | None]:
+    try:
+        return _memory(record, csv_row), None
+    except _Invalid as exc:
+        return None, str(exc)
+
+
+def _memory(record: Any, csv_row: bool) -> dict[str, Any]:
     if not isinstance(record, dict):
-        return None, "a line must be a JSON object"
-    text = record.get("text")
+        raise _Invalid("a line must be a JSON object")
+    memory: dict[str, Any] = {"text": _text(record.get("text"))}
+    meta = _meta(record.get("meta"), csv_row)
+    if meta is not None:
+        memory["meta"] = meta
+    if record.get("created_at") is not None:
+        memory["created_at"] = _created_at(record["created_at"])
+    unknown = set(record) - {"text", "meta", "created_at"}
+    if unknown and not csv_row:
+        raise _Invalid(f"unknown field(s): {', '.join(sorted(unknown))}")
+    return memory
+
+
+def _text(text: Any) -> str:
     if not isinstance(text, str) or not text.strip():
-        return None, "'text' is missing or blank"
-    if len(text) > MAX_TEXT:
-        return None, f"'text' is longer than {MAX_TEXT} characters"
-    memory: dict[str, Any] = {"text": text}
-    meta = record.get("meta")
+        raise _Invalid("'text' is missing or blank")
+    if len(text) > MAX_TEXT_CHARS:
+        raise _Invalid(f"'text' is longer than {MAX_TEXT_CHARS} characters")
+    return text
+
+
+def _meta(meta: Any, csv_row: bool) -> dict[str, Any] | None:
     if csv_row and isinstance(meta, str):
         try:
             meta = json.loads(meta)
-        except json.JSONDecodeError:
-            return None, "'meta' is not valid JSON"
-    if meta is not None:
-        if not isinstance(meta, dict):
-            return None, "'meta' must be an object"
-        memory["meta"] = meta
-    created_at = record.get("created_at")
-    if created_at is not None:
-        try:
-            datetime.fromisoformat(str(created_at).replace("Z", "+00:00"))
-        except ValueError:
-            return None, "'created_at' is not an ISO 8601 date-time"
-        memory["created_at"] = str(created_at)
-    unknown = set(record) - {"text", "meta", "created_at"}
-    if unknown and not csv_row:
-        return None, f"unknown field(s): {', '.join(sorted(unknown))}"
-    return memory, None
+        except json.JSONDecodeError as exc:
+            raise _Invalid("'meta' is not valid JSON") from exc
+    if meta is not None and not isinstance(meta, dict):
+        raise _Invalid("'meta' must be an object")
+    return meta
+
+
+def _created_at(value: Any) -> str:
+    try:
+        datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise _Invalid("'created_at' is not an ISO 8601 date-time") from exc
+    return str(value)
 
 
 def import_file(

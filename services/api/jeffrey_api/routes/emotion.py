@@ -11,11 +11,11 @@ from redis.exceptions import RedisError
 from jeffrey_api.admission import admit
 from jeffrey_api.deps import MemoriesPrincipalDep, SettingsDep, StateDep
 from jeffrey_api.errors import unavailable
-from jeffrey_api.schemas import DetectBatchOut, DetectRequest, EmotionDetection
+from jeffrey_api.schemas import DetectBatchOut, DetectRequest
 from jeffrey_api.state import AppState
 from jeffrey_api.tasks import call
 from jeffrey_core.breaker import read_breaker
-from jeffrey_core.contract import EMOTION_BREAKER, Queue, TaskName
+from jeffrey_core.contract import EMOTION_BREAKER, EmotionDetection, Queue, TaskName
 
 router = APIRouter(prefix="/api/v1/emotion", tags=["emotion"])
 BREAKER = EMOTION_BREAKER

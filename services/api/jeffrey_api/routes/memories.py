@@ -21,7 +21,6 @@ from jeffrey_api.deps import (
 )
 from jeffrey_api.errors import ApiError
 from jeffrey_api.schemas import (
-    EmotionLabel,
     MemoryBatchCreate,
     MemoryBatchOut,
     MemoryOut,
@@ -29,9 +28,9 @@ from jeffrey_api.schemas import (
     MemoryPostBody,
 )
 from jeffrey_api.tasks import kick_annotation
-from jeffrey_api.validation import BoundedDatetime, bounded_utc, safe_text
+from jeffrey_api.validation import BoundedDatetime
+from jeffrey_core.contract import EmotionLabel
 from jeffrey_core.store import memories as repo
-from jeffrey_core.store.pagination import Cursor
 
 router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
 
@@ -90,11 +89,6 @@ def list_memories(
     emotion: EmotionLabel | None = None,
 ) -> MemoryPage:
     owner = acting_user(principal, user_id)
-    if cursor is not None:  # a forged cursor must not carry what the query string may not
-        try:
-            cursor = Cursor(bounded_utc(cursor.created_at), safe_text(cursor.id))
-        except ValueError as exc:
-            raise ApiError(422, "invalid_cursor", f"cursor is out of range: {exc}") from exc
     filters = repo.MemoryFilter(since=since, until=until, consolidated=consolidated, emotion=emotion)
     rows, next_cursor = repo.list_memories(session, owner, filters, limit, cursor)
     return MemoryPage(

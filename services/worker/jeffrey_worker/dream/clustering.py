@@ -20,10 +20,9 @@ QUALITY_WEIGHTS = {"cohesion": 0.45, "separation": 0.35, "purity": 0.20}
 
 @dataclass
 class Assignment:
-    """For each point: index of an existing dream (`attached`), of a new cluster (`cluster`), or neither."""
+    """For each point the index of the existing dream it joins (`attached`), and the new clusters."""
 
     attached: list[int | None]
-    cluster: list[int | None]
     clusters: list[list[int]]  # new clusters of 2+ points (point indices)
 
 
@@ -54,11 +53,7 @@ def assign(
     for point, label in zip(free, labels, strict=True):
         groups.setdefault(label, []).append(point)
     clusters = [members for _, members in sorted(groups.items()) if len(members) >= 2]
-    cluster_of: list[int | None] = [None] * n
-    for c, members in enumerate(clusters):
-        for point in members:
-            cluster_of[point] = c
-    return Assignment(attached, cluster_of, clusters)
+    return Assignment(attached, clusters)
 
 
 def leader_cluster(vectors: FloatMatrix, threshold: float) -> list[int]:

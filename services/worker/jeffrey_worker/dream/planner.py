@@ -64,11 +64,6 @@ class DreamState:
         weights = {k: v for k, v in self.emotion_weights.items() if v > 0}
         return max(sorted(weights), key=lambda k: weights[k]) if weights else None
 
-    @property
-    def emotion_distribution(self) -> dict[str, float]:
-        total = sum(self.emotion_weights.values())
-        return {k: round(v / total, 4) for k, v in sorted(self.emotion_weights.items())} if total else {}
-
     def salience(self, now: datetime) -> float:
         """Grows with size, emotional intensity and recency; in [0, 1]."""
         size = 1.0 - math.exp(-self.member_count / 8.0)
@@ -139,7 +134,6 @@ class DreamState:
 class Plan:
     updated: list[DreamState]
     created: list[DreamState]
-    singletons: list[PlanItem]
     quality: float | None
     points: int
 
@@ -148,7 +142,7 @@ def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
     """Attach, cluster and score `items` (batch memories plus revisited singletons)."""
     ordered = sorted(items, key=lambda i: (i.created_at, i.memory_id))
     if not ordered:
-        return Plan([], [], [], None, 0)
+        return Plan([], [], None, 0)
     vectors = np.stack([i.vector for i in ordered]).astype(np.float32)
     centroids = (
         np.stack([d.centroid for d in dreams]).astype(np.float32)
@@ -175,9 +169,7 @@ def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
         [i.emotion_label for i in ordered],
         np.stack(group_centroids).astype(np.float32) if group_centroids else None,
     )
-    grouped = {i for g in groups for i in g}
-    singletons = [item for i, item in enumerate(ordered) if i not in grouped]
-    return Plan(updated, created, singletons, score, len(ordered))
+    return Plan(updated, created, score, len(ordered))
 
 
 MERGE_THRESHOLD = 0.5

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from jeffrey_core.contract import EKMAN_LABELS
 from jeffrey_worker.emotion.artefact import DEFAULT_ARTEFACT
 from jeffrey_worker.emotion.french import FrenchLexiconModel
 from jeffrey_worker.emotion.language import detect_language
-from jeffrey_worker.emotion.model import EKMAN_LABELS, EmotionResult, EnglishEmotionModel
+from jeffrey_worker.emotion.model import EmotionResult, EnglishEmotionModel
 
 FALLBACK_VERSION = "fallback-1"
 FALLBACK_CONFIDENCE = 0.15

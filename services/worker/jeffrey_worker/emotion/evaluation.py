@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from jeffrey_core.contract import EKMAN_LABELS
 from jeffrey_worker.emotion.goemotions import Split
-from jeffrey_worker.emotion.model import EKMAN_LABELS, EmotionResult, EnglishEmotionModel
+from jeffrey_worker.emotion.model import EmotionResult, EnglishEmotionModel
 
 
 def f1_per_label(truth: npt.NDArray[np.int8], predicted: npt.NDArray[np.bool_]) -> npt.NDArray[np.float64]:

@@ -1,7 +1,7 @@
 """TF-IDF featurisation, byte-for-byte the same as scikit-learn's TfidfVectorizer, in plain Python + NumPy.
 
 Training uses scikit-learn; inference needs only this module, so workers do not carry scikit-learn
-or SciPy. `tests/unit/test_emotion_features.py` checks the equivalence against scikit-learn.
+or SciPy. `tests/unit/test_emotion_logic.py` checks the equivalence against scikit-learn.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from jeffrey_worker.emotion.model import EKMAN_GROUPS, EKMAN_LABELS, EmotionResult
+from jeffrey_core.contract import EKMAN_LABELS
+from jeffrey_worker.emotion.model import EKMAN_GROUPS, EmotionResult
 
 VERSION = "fr-lexicon-1"
 MAX_CONFIDENCE = 0.7

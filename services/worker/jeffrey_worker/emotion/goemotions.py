@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from jeffrey_worker.emotion.model import EKMAN_GROUPS, EKMAN_LABELS
+from jeffrey_core.contract import EKMAN_LABELS
+from jeffrey_worker.emotion.model import EKMAN_GROUPS
 
 
 @dataclass

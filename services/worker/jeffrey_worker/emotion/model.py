@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from jeffrey_core.contract import EmotionDetection
 from jeffrey_worker.emotion.artefact import DEFAULT_ARTEFACT, LinearHead, load_artefact
 from jeffrey_worker.emotion.features import TfidfView, stack_rows
 
-EKMAN_LABELS = ("anger", "disgust", "fear", "joy", "sadness", "surprise", "neutral")
 EKMAN_GROUPS: dict[str, tuple[str, ...]] = {
     "anger": ("anger", "annoyance", "disapproval"),
     "disgust": ("disgust",),
@@ -52,17 +52,18 @@ class EmotionResult:
     lang: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "fine_label": self.fine_label,
-            "confidence": self.confidence,
-            "scores": self.scores,
-            "fine_scores": self.fine_scores,
-            "labels": self.labels,
-            "method": self.method,
-            "model_version": self.model_version,
-            "lang": self.lang,
-        }
+        """The contract's shape (jeffrey_core.contract.EmotionDetection), as JSON-ready data."""
+        return EmotionDetection(
+            label=self.label,
+            fine_label=self.fine_label,
+            confidence=self.confidence,
+            scores=self.scores,
+            fine_scores=self.fine_scores,
+            labels=self.labels,
+            method=self.method,
+            model_version=self.model_version,
+            lang=self.lang,
+        ).model_dump()
 
 
 @dataclass
