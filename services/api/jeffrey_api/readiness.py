@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +73,9 @@ class ReadinessProbe:
         cache_seconds: float,
         worker_ping_timeout: float,
         check_timeout: float = 2.0,
-        breaker_keys: dict[str, str] | None = None,
+        breakers: Callable[[], dict[str, str]] | None = None,
     ) -> None:
-        self._breaker_keys = breaker_keys or {}
+        self._read_breakers = breakers  # blocking (jeffrey_core.breaker), run in a thread
         self._redis = redis
         self._engine = engine
         self._celery = celery
@@ -111,13 +112,12 @@ class ReadinessProbe:
 
     async def _breakers(self) -> dict[str, str]:
         """Circuit breaker states (reported, never failing readiness: the fallback keeps serving)."""
-        if not self._breaker_keys:
+        if self._read_breakers is None:
             return {}
         try:
-            values = await self._redis.mget(list(self._breaker_keys.values()))
+            return await anyio.to_thread.run_sync(self._read_breakers)
         except Exception:
             return {}
-        return {name: str(value or "closed") for name, value in zip(self._breaker_keys, values, strict=True)}
 
     async def _timed(self, awaitable: Any) -> dict[str, Any]:
         started = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -12,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jeffrey_api.readiness import ReadinessProbe
+from jeffrey_core.breaker import read_breaker
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import EMOTION_BREAKER
 from jeffrey_core.redis_client import create_async_redis, create_sync_redis
@@ -42,13 +44,14 @@ class AppState:
         engine = create_db_engine(settings.database)
         redis = create_async_redis(settings.redis)
         celery = create_celery(settings, main="jeffrey-api")
+        redis_bytes = create_sync_redis(settings.redis, decode_responses=False)
         readiness = ReadinessProbe(
             redis,
             engine,
             celery,
             cache_seconds=settings.api.readiness_cache_seconds,
             worker_ping_timeout=settings.api.worker_ping_timeout,
-            breaker_keys={EMOTION_BREAKER: keys.breaker_state(EMOTION_BREAKER)},
+            breakers=breaker_states(redis_bytes, keys),
         )
         return cls(
             settings=settings,
@@ -56,7 +59,7 @@ class AppState:
             sessions=create_session_factory(engine),
             redis=redis,
             sync_redis=create_sync_redis(settings.redis),
-            redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
+            redis_bytes=redis_bytes,
             celery=celery,
             readiness=readiness,
             registry=registry,
@@ -69,3 +72,12 @@ class AppState:
         self.redis_bytes.close()
         self.celery.close()
         self.engine.dispose()
+
+
+def breaker_states(client: SyncRedis, keys: RedisKeys) -> Callable[[], dict[str, str]]:
+    """Reads each breaker's state through jeffrey_core.breaker (blocking; for /readyz)."""
+
+    def read() -> dict[str, str]:
+        return {name: read_breaker(client, keys, name).state for name in (EMOTION_BREAKER,)}
+
+    return read
