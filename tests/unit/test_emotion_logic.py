@@ -131,7 +131,21 @@ class _Flaky:
         self.calls += 1
         if self.fail:
             raise RuntimeError("model exploded")
-        return [EmotionResult("joy", "joy", 0.9, {}, {}, ["joy"], "tfidf-logreg", "v", "en") for _ in texts]
+        return [_joy() for _ in texts]
+
+
+def _joy() -> EmotionResult:
+    return EmotionResult(
+        label="joy",
+        fine_label="joy",
+        confidence=0.9,
+        scores={},
+        fine_scores={},
+        labels=["joy"],
+        method="tfidf-logreg",
+        model_version="v",
+        lang="en",
+    )
 
 
 def test_breaker_opens_answers_fallback_and_recovers() -> None:
@@ -158,7 +172,7 @@ def test_breaker_opens_answers_fallback_and_recovers() -> None:
 def test_slow_batches_count_as_failures_but_keep_their_answer() -> None:
     def slow(texts: list[str]) -> list[EmotionResult]:
         time.sleep(0.06)
-        return [EmotionResult("joy", "joy", 0.9, {}, {}, ["joy"], "tfidf-logreg", "v", "en") for _ in texts]
+        return [_joy() for _ in texts]
 
     breaker = pybreaker.CircuitBreaker(fail_max=2, reset_timeout=60)
     guarded = GuardedDetector(slow, breaker, EmotionSettings(EMOTION_SLOW_SECONDS=0.05))

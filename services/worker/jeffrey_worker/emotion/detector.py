@@ -57,7 +57,15 @@ def fallback_result(text: str, reason: str) -> EmotionResult:
         scores = {label: share for label in EKMAN_LABELS}
         scores["neutral"] = FALLBACK_CONFIDENCE
         result = EmotionResult(
-            "neutral", "neutral", FALLBACK_CONFIDENCE, scores, {}, ["neutral"], "", "", lang
+            label="neutral",
+            fine_label="neutral",
+            confidence=FALLBACK_CONFIDENCE,
+            scores=scores,
+            fine_scores={},
+            labels=["neutral"],
+            method="",
+            model_version="",
+            lang=lang,
         )
     result.method = f"fallback:{reason}"
     result.model_version = FALLBACK_VERSION

@@ -37,33 +37,14 @@ def _probability(p: float) -> float:
     return min(0.9999, max(0.0001, round(float(p), 4)))
 
 
-@dataclass
-class EmotionResult:
-    """One text's emotion, as stored on a memory and returned by /emotion/detect."""
+class EmotionResult(EmotionDetection):
+    """One text's emotion in the worker: the contract's shape (stored on a memory, returned by
+    /emotion/detect), which the detector fills in and the fallback adjusts."""
 
-    label: str
-    fine_label: str
-    confidence: float
-    scores: dict[str, float]
-    fine_scores: dict[str, float]
-    labels: list[str]
-    method: str
-    model_version: str
     lang: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The contract's shape (jeffrey_core.contract.EmotionDetection), as JSON-ready data."""
-        return EmotionDetection(
-            label=self.label,
-            fine_label=self.fine_label,
-            confidence=self.confidence,
-            scores=self.scores,
-            fine_scores=self.fine_scores,
-            labels=self.labels,
-            method=self.method,
-            model_version=self.model_version,
-            lang=self.lang,
-        ).model_dump()
+        return self.model_dump()
 
 
 @dataclass
