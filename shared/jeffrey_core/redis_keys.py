@@ -39,12 +39,6 @@ class RedisKeys:
         """pybreaker CircuitRedisStorage namespace (state, counters, opened_at keys; owned by pybreaker)."""
         return f"{self.prefix}:breaker:{name}"
 
-    def breaker_state(self, name: str) -> str:
-        return f"{self.breaker_namespace(name)}:pybreaker:state"
-
-    def breaker_opened_at(self, name: str) -> str:
-        return f"{self.breaker_namespace(name)}:pybreaker:opened_at"
-
     def dream_lock(self, user_id: str) -> str:
         """Held by the run consolidating this user (value: run id); TTL above the task time limit."""
         return f"{self.prefix}:dream:lock:{user_id}"

@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 from jeffrey_core.store.models import (
     ACTIVE_RUN_STATUSES,
     FINISHED_RUN_STATUSES,
-    Consolidation,
     Dream,
     DreamRun,
     Memory,
@@ -118,22 +117,6 @@ def average_quality(session: Session, user_id: str | None = None) -> float | Non
         query = query.where(DreamRun.user_id == user_id)
     value = session.scalar(query)
     return None if value is None else float(value)
-
-
-def run_durations(session: Session) -> list[float]:
-    query = select(DreamRun.started_at, DreamRun.finished_at).where(
-        DreamRun.status.in_(FINISHED), DreamRun.started_at.is_not(None), DreamRun.finished_at.is_not(None)
-    )
-    return [(end - start).total_seconds() for start, end in session.execute(query) if start and end]
-
-
-def consolidation_total(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(Consolidation)) or 0)
-
-
-def dreams_by_emotion(session: Session) -> dict[str, int]:
-    query = select(Dream.dominant_emotion, func.count()).group_by(Dream.dominant_emotion)
-    return {emotion or "none": int(n) for emotion, n in session.execute(query)}
 
 
 def finish_run(session: Session, run: DreamRun, status: RunStatus, error: str | None = None) -> None:
