@@ -150,7 +150,7 @@ def test_poison_message_dead_letters_then_replays_after_the_fix(
     eventually(lambda: client.dlq()["total"] == 1, 30, "poison message never reached the DLQ")
     record = client.dlq()["items"][0]
     assert record["task"] == TaskName.DREAM_CONSOLIDATE_BATCH.value and record["args"] == [ghost]
-    assert record["error_type"] == "ValueError" and "does not exist" in record["error_message"]
+    assert record["error_type"] == "UnknownRunError" and "does not exist" in record["error_message"]
     assert record["queue"] == "dream" and record["traceback"] and record["attempts"] == 1
     metrics = httpx.get(f"{client.base}/metrics").text
     assert "jeffrey_dream_dlq_size 1.0" in metrics
@@ -161,7 +161,7 @@ def test_poison_message_dead_letters_then_replays_after_the_fix(
         text=True,
         timeout=60,
     )
-    assert cli.returncode == 0 and record["id"] in cli.stdout and "ValueError" in cli.stdout
+    assert cli.returncode == 0 and record["id"] in cli.stdout and "UnknownRunError" in cli.stdout
 
     # The fix: the run the message names now exists (with memories to consolidate).
     client.seed("poisoned", synthetic.generate(30, themes=2, seed=1))
