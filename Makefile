@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev test test-chaos dashboards promtool train-emotion eval-emotion bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv run dev test test-chaos dashboards promtool train-emotion eval-emotion eval-dreams bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -63,7 +63,10 @@ eval-emotion: $(STAMP) ## Evaluate the committed emotion model (GoEmotions test,
 bench-dream: $(STAMP) ## Dream consolidation benchmark (N = 1,000 and 10,000): memories/s, ARI, quality, B
 	$(BIN)/python scripts/bench_dream.py
 
-bench: bench-dream eval-emotion ## Every benchmark
+eval-dreams: $(STAMP) ## Dream grouping on real text (Banking77 test, diaries, frames, random): docs/dream-eval.json
+	$(BIN)/python scripts/eval_dreams.py
+
+bench: bench-dream eval-emotion eval-dreams ## Every benchmark
 
 compose-config: $(STAMP) ## Validate compose.yaml with a real Compose v2 implementation
 	$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")') -f compose.yaml --env-file .env.example config --quiet && echo compose.yaml is valid

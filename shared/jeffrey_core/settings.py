@@ -148,9 +148,15 @@ class DreamSettings(_Section):
     min_pending: int = Field(10, ge=1, validation_alias="DREAM_MIN_PENDING")
     batch_min: int = Field(25, ge=1, validation_alias="DREAM_BATCH_MIN")
     batch_max: int = Field(500, ge=1, validation_alias="DREAM_BATCH_MAX")
-    batch_initial: int = Field(100, ge=1, validation_alias="DREAM_BATCH_INITIAL")
+    # Bigger first batches group better (docs/dream-engine.md); the tuner moves B from there.
+    batch_initial: int = Field(250, ge=1, validation_alias="DREAM_BATCH_INITIAL")
     target_batch_seconds: float = Field(15.0, gt=0, validation_alias="DREAM_TARGET_BATCH_SECONDS")
     lock_wait_seconds: float = Field(600.0, gt=0, validation_alias="DREAM_LOCK_WAIT_SECONDS")
+    # Sentence encoder: empty uses the packaged all-MiniLM-L6-v2 (int8 ONNX) when installed; a path to
+    # an ONNX file (with DREAM_EMBEDDING_TOKENIZER, a tokenizer.json) uses that; "lexical" forces the
+    # hashed-words fallback. Never downloaded.
+    embedding_model: str = Field("", validation_alias="DREAM_EMBEDDING_MODEL")
+    embedding_tokenizer: str = Field("", validation_alias="DREAM_EMBEDDING_TOKENIZER")
     # Test hook: hold each batch's transaction open this long before committing. Refused in prod.
     fault_delay_seconds: float = Field(0.0, ge=0, validation_alias="DREAM_FAULT_DELAY_SECONDS")
 

@@ -123,8 +123,19 @@ def run_once(ctx: Any, user: str) -> tuple[float, list[int], str]:
     return time.perf_counter() - started, sizes, run_id
 
 
+def annotate_all(ctx: Any) -> None:
+    """What workers do within seconds of each POST: emotions and dream vectors, stored on the memory."""
+    from jeffrey_worker import annotation
+
+    while True:
+        stats = annotation.sweep(ctx)
+        if stats is None or not stats.more_pending:
+            return
+
+
 def consolidate_user(ctx: Any, user: str, texts: Sequence[str]) -> RunResult:
     ids = add_texts(ctx, user, texts)
+    annotate_all(ctx)
     seconds, sizes, run_id = run_once(ctx, user)
     with ctx.sessions() as session:
         run = session.get(DreamRun, run_id)

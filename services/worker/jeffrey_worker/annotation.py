@@ -11,8 +11,10 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS
-from jeffrey_core.store.annotations import pending_annotation, write_annotation
+from jeffrey_core.store.annotations import pending_annotation, write_annotation, write_embeddings
 from jeffrey_worker.context import WorkerContext
+from jeffrey_worker.dream.encoder import TextEncoder
+from jeffrey_worker.dream.vectors import to_bytes
 from jeffrey_worker.emotion.model import EmotionResult
 from jeffrey_worker.emotion_service import record_predictions
 
@@ -34,8 +36,11 @@ def annotate_pending(
     batch_size: int,
     budget_seconds: float,
     include_fallback: bool = False,
+    encoder: TextEncoder | None = None,
 ) -> AnnotationStats:
-    """Walk pending memories oldest first until none is left or the time budget is spent."""
+    """Walk pending memories oldest first until none is left or the time budget is spent.
+
+    With an `encoder`, each batch's dream vectors are computed and stored in the same transaction."""
     stats = AnnotationStats()
     deadline = time.monotonic() + budget_seconds
     while True:
@@ -47,7 +52,10 @@ def annotate_pending(
         if not rows:
             return stats
         results = detect([text for _, text in rows])
+        vectors = _vectors(encoder, rows)
         with sessions() as session:
+            if encoder is not None:
+                write_embeddings(session, vectors, encoder.model_name)
             for (memory_id, _), result in zip(rows, results, strict=True):
                 if write_annotation(session, memory_id, _stored(result), result.lang):
                     stats.written += 1
@@ -59,6 +67,13 @@ def annotate_pending(
         if include_fallback and all(r.method.startswith("fallback") for r in results):
             # The model is still unavailable: do not spin on the same fallback rows.
             return stats
+
+
+def _vectors(encoder: TextEncoder | None, rows: list[tuple[str, str]]) -> dict[str, bytes]:
+    if encoder is None:
+        return {}
+    matrix = encoder.embed_many([text for _, text in rows])
+    return {memory_id: to_bytes(vector) for (memory_id, _), vector in zip(rows, matrix, strict=True)}
 
 
 def _stored(result: EmotionResult) -> dict[str, object]:
@@ -85,6 +100,7 @@ def sweep(ctx: WorkerContext) -> AnnotationStats | None:
             batch_size=settings.emotion.annotate_batch_size,
             budget_seconds=settings.celery.task_soft_time_limit * 0.6,
             include_fallback=detector.breaker.current_state == "closed",
+            encoder=ctx.embedder,
         )
     finally:
         try:

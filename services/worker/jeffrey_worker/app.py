@@ -56,10 +56,12 @@ def _serve_metrics(**_: Any) -> None:
 
 @worker_process_init.connect
 def _build_context(**_: Any) -> None:
-    # Each pool process builds its context and loads the model once, before its first task.
+    # Each pool process builds its context and loads both models once, before its first task.
     from jeffrey_worker import context
 
-    context.install(get_settings(), app).detector  # noqa: B018 - loading is the point
+    ctx = context.install(get_settings(), app)
+    ctx.detector  # noqa: B018 - loading is the point
+    ctx.embedder  # noqa: B018
 
 
 @worker_process_shutdown.connect

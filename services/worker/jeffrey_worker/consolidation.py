@@ -20,7 +20,6 @@ from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from jeffrey_core.contract import DreamToggle
@@ -129,18 +128,17 @@ def _commit_batch(ctx: WorkerContext, run_id: str, size: int) -> tuple[engine.Ba
             ctx.publish("run.started", run_id=run.id, user_id=run.user_id)
         annotate = partial(_annotate, ctx)
         outcome = engine.run_batch(session, run, size, ctx.embedder, ctx.clock(), annotate=annotate)
+        merged = engine.merge_dreams(session, run.user_id, ctx.clock(), ctx.embedder)
+        run.timings = {
+            **(run.timings or {}),
+            "dreams_merged": (run.timings or {}).get("dreams_merged", 0) + merged,
+        }
         if outcome.exhausted:
-            _finish(ctx, session, run)
+            store.finish_run(session, run, RunStatus.SUCCEEDED)
         if ctx.settings.dream.fault_delay_seconds:
             time.sleep(ctx.settings.dream.fault_delay_seconds)  # test hook: widen the window before commit
         session.commit()
         return outcome, snapshot(run)
-
-
-def _finish(ctx: WorkerContext, session: Session, run: DreamRun) -> None:
-    merged = engine.merge_dreams(session, run.user_id, ctx.clock())
-    run.timings = {**(run.timings or {}), "dreams_merged": merged}
-    store.finish_run(session, run, RunStatus.SUCCEEDED)
 
 
 def _count(ctx: WorkerContext, outcome: engine.BatchOutcome, seconds: float) -> None:

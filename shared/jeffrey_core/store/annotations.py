@@ -51,3 +51,16 @@ def write_annotation(session: Session, memory_id: str, emotion: dict[str, Any], 
 def count_pending(session: Session) -> int:
     """Memories still waiting for an annotation."""
     return int(session.scalar(select(func.count()).where(Memory.emotion_model_version.is_(None))) or 0)
+
+
+def write_embeddings(session: Session, vectors: dict[str, bytes], model_name: str) -> int:
+    """Store each memory's vector (float32 bytes) with the model that made it; returns rows written.
+
+    Annotation embeds every memory once, so consolidation reads vectors instead of computing them."""
+    written = 0
+    for memory_id, blob in vectors.items():
+        result = session.execute(
+            update(Memory).where(Memory.id == memory_id).values(embedding=blob, embedding_model=model_name)
+        )
+        written += int(result.rowcount)  # type: ignore[attr-defined]
+    return written

