@@ -44,9 +44,7 @@ class DreamStack:
         )
 
     def start_run(self, user: str) -> str:
-        response = httpx.post(
-            f"{self.api}/api/v1/dream/run", params={"force": "true"}, headers=self.headers(user)
-        )
+        response = httpx.post(f"{self.api}/api/v1/dream/run", headers=self.headers(user))
         assert response.status_code == 202, response.text
         assert response.json()["status_url"].endswith(response.json()["run_id"])
         run_id: str = response.json()["run_id"]
@@ -137,15 +135,23 @@ def test_forced_run_consolidates_every_memory_once_into_sensible_dreams(
     assert httpx.get(f"{stack.api}/api/v1/dreams/{dreams[0]['id']}", headers=other).status_code == 404
 
 
-def test_two_runs_for_one_user_never_overlap(stack: DreamStack, user_id: str) -> None:
+def test_one_active_run_per_user_and_force_is_for_admins(stack: DreamStack, user_id: str) -> None:
     stack.seed(user_id, synthetic.generate(200, themes=4, seed=5))
-    first, second = stack.start_run(user_id), stack.start_run(user_id)
-    a, b = stack.wait(user_id, first), stack.wait(user_id, second)
-    assert a["status"] == b["status"] == "succeeded"
-    spans = sorted([(a["started_at"], a["finished_at"]), (b["started_at"], b["finished_at"])])
-    assert spans[0][1] <= spans[1][0], spans  # the later one started after the earlier one finished
-    assert a["memories_processed"] + b["memories_processed"] == 200
-    assert consolidated(stack.database_url, user_id) == (200, 200, 200)
+    url = f"{stack.api}/api/v1/dream/run"
+    user_token = mint_token(stack.env["JEFFREY_SECRET_KEY"], user_id, ["memories"], 600)
+    user = {"Authorization": f"Bearer {user_token}"}
+    forced = httpx.post(url, params={"force": "true"}, headers=user)
+    assert forced.status_code == 403 and forced.json()["error"]["code"] == "forbidden"
+    first = stack.start_run(user_id)
+    second = httpx.post(url, headers=user)
+    assert second.status_code == 409 and second.json()["error"]["code"] == "run_active", second.text
+    assert second.json()["error"]["details"]["run_id"] == first
+    a = stack.wait(user_id, first)
+    assert a["status"] == "succeeded" and a["memories_processed"] == 200
+    stack.seed(user_id, synthetic.generate(20, themes=2, seed=6))
+    again = stack.wait(user_id, stack.start_run(user_id))  # once finished, a new run is welcome
+    assert again["status"] == "succeeded" and again["started_at"] >= a["finished_at"]
+    assert consolidated(stack.database_url, user_id) == (220, 220, 220)
 
 
 def test_sigkill_mid_batch_loses_and_duplicates_nothing(

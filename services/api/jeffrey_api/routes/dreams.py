@@ -54,15 +54,16 @@ def start_run(
 ) -> JSONResponse:
     owner = acting_user(principal, user_id)
     key = idempotency.validate_key(idempotency_key)
+    if force and not principal.is_admin:
+        raise ApiError(403, "forbidden", "force=true (run while dreaming is disabled) needs an admin token")
     admit(state, Queue.DREAM)
     if not force and not DreamToggle.is_on(state.sync_redis.get(state.keys.dream_enabled())):
-        raise ApiError(
-            409, "dreams_disabled", "dreaming is disabled; POST /api/v1/dream/toggle or use ?force=true"
-        )
+        raise ApiError(409, "dreams_disabled", "dreaming is disabled; an admin may POST /api/v1/dream/toggle")
     fingerprint = idempotency.request_fingerprint("POST", request.url.path, {"user": owner, "force": force})
     run_ids: list[str] = []
 
     def create() -> dict[str, Any]:
+        _refuse_second_run(session, owner)
         run = store.create_run(session, owner, RunTrigger.API)
         run_ids.append(run.id)
         return {"run_id": run.id, "status": run.status, "status_url": f"/api/v1/dream/runs/{run.id}"}
@@ -79,6 +80,18 @@ def start_run(
 
             logging.getLogger(__name__).warning("dream run %s queued but not sent: %s", run_ids[0], exc)
     return response
+
+
+def _refuse_second_run(session: SessionDep, owner: str) -> None:
+    """One active run per user: a second POST gets 409 naming the run to follow instead."""
+    active = store.active_run(session, owner)
+    if active is not None:
+        raise ApiError(
+            409,
+            "run_active",
+            f"a dream run for this user is already {active.status}; follow it instead of starting another",
+            {"run_id": active.id, "status_url": f"/api/v1/dream/runs/{active.id}"},
+        )
 
 
 def _visible_run(session: SessionDep, principal: Any, run_id: str) -> DreamRun:
