@@ -28,6 +28,24 @@ DEAD_LETTER_TASK = TaskName.DEAD_LETTER.value
 TRACEBACK_LIMIT = 8000
 
 
+REDACT_OVER_CHARS = 120
+
+
+def redact(value: Any) -> tuple[Any, bool]:
+    """`value` with user text replaced by its size: dead letters keep ids, never what people wrote.
+
+    Strings over REDACT_OVER_CHARS characters, and lists of strings (texts to annotate), become
+    `{"redacted": "text", "count": n, "chars": total}`; returns (value, whether anything was removed)."""
+    if isinstance(value, str) and len(value) > REDACT_OVER_CHARS:
+        return {"redacted": "text", "count": 1, "chars": len(value)}, True
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return {"redacted": "text", "count": len(value), "chars": sum(len(v) for v in value)}, True
+    if isinstance(value, dict):
+        pairs = {k: redact(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, any(r for _, r in pairs.values())
+    return value, False
+
+
 def dead_letter_record(
     task: str,
     task_id: str,
@@ -39,12 +57,16 @@ def dead_letter_record(
     attempts: int,
     reason: str,
 ) -> dict[str, Any]:
+    safe_args, args_redacted = redact(list(args or []))
+    safe_kwargs, kwargs_redacted = redact(dict(kwargs or {}))
     return {
         "id": uuid.uuid4().hex,
         "task": task,
         "task_id": task_id,
-        "args": list(args or []),
-        "kwargs": dict(kwargs or {}),
+        "args": safe_args,
+        "kwargs": safe_kwargs,
+        # A record whose payload was redacted cannot be replayed: its texts are gone on purpose.
+        "replayable": not (args_redacted or kwargs_redacted),
         "queue": queue,
         "error_type": type(error).__name__ if error is not None else reason,
         "error_message": str(error)[:2000] if error is not None else reason,
@@ -104,8 +126,8 @@ class DeadLetterQueue:
     def _replay(self, entry: Entry, dry_run: bool) -> dict[str, Any]:
         record = entry.record
         plan = {"id": record["id"], "task": record["task"], "queue": record["queue"], "dry_run": dry_run}
-        if dry_run:
-            return {**plan, "replayed": False}
+        if dry_run or record.get("replayable") is False:
+            return {**plan, "replayed": False, "replayable": record.get("replayable", True)}
         result = enqueue.send(
             self.app, record["task"], caller=enqueue.Caller.REQUEST, args=record["args"], **record["kwargs"]
         )

@@ -29,6 +29,7 @@ POLICIES: dict[TaskName, RetryPolicy] = {
     TaskName.SYSTEM_ECHO: RetryPolicy(0, 1, 1),  # someone is waiting for the answer: no retry
     TaskName.BEAT_HEARTBEAT: RetryPolicy(0, 1, 1),  # the next tick replaces it
     TaskName.REDIS_HYGIENE: RetryPolicy(0, 1, 1),  # the next scan replaces it
+    TaskName.RETENTION: RetryPolicy(0, 1, 1),  # the next pass deletes what this one could not
     TaskName.EMOTION_DETECT: RetryPolicy(0, 1, 1),  # answered synchronously; the caller retries
     TaskName.EMOTION_ANNOTATE_PENDING: RetryPolicy(5, 2, 60),  # beat's sweep also covers it
     TaskName.DREAM_CONSOLIDATE_BATCH: RetryPolicy(10, 2, 60),  # ~10 min of database outage

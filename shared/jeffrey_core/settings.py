@@ -106,6 +106,9 @@ class CelerySettings(_Section):
     worker_concurrency: int | None = Field(None, ge=1, validation_alias="CELERY_WORKER_CONCURRENCY")
     beat_heartbeat_seconds: float = Field(30.0, gt=0, validation_alias="BEAT_HEARTBEAT_SECONDS")
     redis_hygiene_seconds: float = Field(300.0, gt=0, validation_alias="REDIS_HYGIENE_SECONDS")
+    # Data retention pass (expired idempotency keys, dead letters older than DLQ_RETENTION_SECONDS).
+    retention_seconds: float = Field(3600.0, gt=0, validation_alias="RETENTION_SECONDS")
+    dlq_retention_seconds: float = Field(14 * 86400.0, gt=0, validation_alias="DLQ_RETENTION_SECONDS")
 
     @model_validator(mode="after")
     def _limits_are_consistent(self) -> CelerySettings:

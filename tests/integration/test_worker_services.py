@@ -143,3 +143,51 @@ def test_redis_hygiene_tells_documented_keys_from_forgotten_ones(redis_url: str,
     report = system.redis_hygiene(ctx)
     assert report["documented"] >= 1 and report["undocumented"] == 1
     assert report["examples"] == [f"{ctx.keys.prefix}:forgotten"]
+
+
+def test_retention_deletes_expired_keys_and_old_dead_letters(redis_url: str, sqlite_url: str) -> None:
+    from datetime import timedelta
+
+    from jeffrey_core.celery_factory import create_celery
+    from jeffrey_core.dlq import DeadLetterQueue, publish_dead_letter
+    from jeffrey_core.store import idempotency
+    from jeffrey_core.store.models import IdempotencyKey, utcnow
+
+    ctx = make_context(redis_url, sqlite_url)
+    app = create_celery(ctx.settings)
+    with ctx.sessions() as session:
+        idempotency.save_idempotent_response(session, "u", "old", "h", 201, {"text": "secret"}, 60)
+        idempotency.save_idempotent_response(session, "u", "fresh", "h", 201, {}, 60)
+        old = session.get(IdempotencyKey, ("u", "old"))
+        assert old is not None
+        old.expires_at = utcnow() - timedelta(seconds=1)
+        session.commit()
+    stale = _letter("jeffrey.emotion.detect", "t1", {"texts": ["my diary"]})
+    stale["failed_at"] -= ctx.settings.celery.dlq_retention_seconds + 60
+    recent = _letter("jeffrey.dream.consolidate_batch", "t2", {"run_id": "r"})
+    publish_dead_letter(app, stale)
+    publish_dead_letter(app, recent)
+    dlq = DeadLetterQueue(ctx.redis, app)
+    assert dlq.records()[1] == 2
+
+    assert system.apply_retention(ctx, app) == {"idempotency_keys": 1, "dead_letters": 1}
+    records, total = dlq.records()
+    assert total == 1 and records[0]["task_id"] == "t2"
+    with ctx.sessions() as session:
+        assert session.get(IdempotencyKey, ("u", "fresh")) is not None
+    app.close()
+
+
+def test_dead_letters_keep_ids_and_sizes_never_user_text() -> None:
+    texts = ["I told nobody about the lump I found", "x" * 300]
+    record = _letter("jeffrey.emotion.detect", "t", {"texts": texts})
+    assert record["kwargs"] == {"texts": {"redacted": "text", "count": 2, "chars": sum(map(len, texts))}}
+    assert record["replayable"] is False and "lump" not in str(record)
+    kept = _letter("jeffrey.dream.consolidate_batch", "t", {"run_id": "r1", "seq": 3})
+    assert kept["kwargs"] == {"run_id": "r1", "seq": 3} and kept["replayable"] is True
+
+
+def _letter(task: str, task_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    from jeffrey_core.dlq import dead_letter_record
+
+    return dead_letter_record(task, task_id, [], kwargs, "q", None, "", 1, "permanent error")

@@ -49,6 +49,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": settings.celery.redis_hygiene_seconds,
             "options": _options(settings.celery.redis_hygiene_seconds),
         },
+        "retention": {
+            "task": TaskName.RETENTION.value,
+            "schedule": settings.celery.retention_seconds,
+            "options": _options(settings.celery.retention_seconds),
+        },
         # Safety net for annotation kicks the API could not send (Redis down at that moment).
         "emotion-sweep": {
             "task": TaskName.EMOTION_ANNOTATE_PENDING.value,

@@ -100,8 +100,11 @@ def consolidate_one_batch(ctx: WorkerContext, run_id: str, seq: int | None = Non
         raise  # the database will come back; the lock stays with this run
     except Exception as exc:
         batches.labels(outcome="failed").inc()
+        # The detail (SQL, parameters, user text) goes to the log with the run id, never to the run.
         log.exception("dream run %s failed", run_id)
-        return fail_run(ctx, run_id, lock, f"{exc.__class__.__name__}: {exc}")
+        return fail_run(
+            ctx, run_id, lock, f"internal_error: {exc.__class__.__name__} (worker log, run {run_id})"
+        )
     seconds = time.monotonic() - started
     new_size = tuner.record(size, seconds, ok=True, quality=outcome.quality)
     _count(ctx, outcome, seconds)

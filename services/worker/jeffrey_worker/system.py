@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from jeffrey_core.dlq import DeadLetterQueue
+from jeffrey_core.store.idempotency import purge_expired_idempotency_keys
 from jeffrey_worker.context import WorkerContext
 
 EXAMPLES_KEPT = 20
@@ -39,3 +41,13 @@ def redis_hygiene(ctx: WorkerContext) -> dict[str, Any]:
     period = ctx.settings.celery.redis_hygiene_seconds
     client.set(keys.redis_hygiene(), json.dumps(report), ex=max(60, int(period * 3)))
     return report
+
+
+def apply_retention(ctx: WorkerContext, app: Any) -> dict[str, int]:
+    """Delete what has outlived its purpose: expired idempotency keys (they hold full responses,
+    memory text included) and dead letters older than DLQ_RETENTION_SECONDS."""
+    with ctx.sessions() as session:
+        keys = purge_expired_idempotency_keys(session)
+        session.commit()
+    letters = DeadLetterQueue(ctx.redis, app).purge(ctx.settings.celery.dlq_retention_seconds)
+    return {"idempotency_keys": keys, "dead_letters": letters}

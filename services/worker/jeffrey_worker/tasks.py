@@ -35,6 +35,11 @@ def redis_hygiene(self: Any) -> dict[str, Any]:
     return system.redis_hygiene(self.ctx)
 
 
+@jeffrey_task(TaskName.RETENTION.value, bind=True, ignore_result=True)
+def retention(self: Any) -> dict[str, int]:
+    return system.apply_retention(self.ctx, self.app)
+
+
 @jeffrey_task(TaskName.EMOTION_DETECT.value, bind=True, soft_time_limit=10, time_limit=15)
 def detect_emotion(self: Any, texts: list[str]) -> list[dict[str, Any]]:
     """Emotion of 1-64 texts, in order."""
