@@ -184,3 +184,44 @@ def test_annotation_writes_are_idempotent(session: Session, user_id: str) -> Non
     assert rows[first].emotion_label == "joy" and rows[second].emotion_label == "sadness"  # type: ignore[union-attr]
     assert rows[first].lang == "en" and rows[first].annotated_at is not None  # type: ignore[union-attr]
     assert count_pending(session) >= 0
+
+
+def test_deleting_a_memory_takes_it_out_of_its_dream(session: Session, user_id: str) -> None:
+    import numpy as np
+
+    from jeffrey_core.store.models import Dream
+
+    ids = _add(session, user_id, 3)
+    vectors = [np.array(v, np.float32) for v in ([1, 0, 0], [0.9, 0.1, 0], [0.8, 0, 0.2])]
+    rows = [repo.get_memory(session, user_id, i) for i in ids]
+    dream = Dream(
+        user_id=user_id,
+        run_id="r",
+        theme=["a"],
+        term_weights={"a": 1.0},
+        summary=rows[0].text,  # type: ignore[union-attr]
+        summary_memory_id=ids[0],
+        emotion_weights={},
+        salience=0.5,
+        member_count=3,
+        first_memory_at=T0,
+        last_memory_at=T0,
+        centroid=np.ones(3, np.float32).tobytes(),
+        algorithm_version="t",
+    )
+    session.add(dream)
+    session.flush()
+    for row, vector in zip(rows, vectors, strict=True):
+        row.dream_id, row.embedding = dream.id, vector.tobytes()  # type: ignore[union-attr]
+    session.commit()
+
+    assert repo.delete_memory(session, user_id, ids[0])
+    session.commit()
+    session.refresh(dream)
+    assert dream.member_count == 2 and dream.summary_memory_id in ids[1:]
+    assert dream.summary != "memory 0", "the summary never keeps the deleted text"
+    assert repo.delete_memory(session, user_id, ids[1])
+    session.commit()
+    assert session.get(Dream, dream.id) is None, "a dream left with one member is no dream"
+    left = repo.get_memory(session, user_id, ids[2])
+    assert left is not None and left.dream_id is None

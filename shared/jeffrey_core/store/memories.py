@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+import numpy as np
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from jeffrey_core.store.models import Memory, utcnow
+from jeffrey_core.store.models import Consolidation, Dream, Memory, utcnow
 from jeffrey_core.store.pagination import Cursor, keyset_page
 
 
@@ -52,9 +53,43 @@ def get_memory(session: Session, user_id: str, memory_id: str) -> Memory | None:
 
 
 def delete_memory(session: Session, user_id: str, memory_id: str) -> bool:
-    """Delete one of the user's memories; False when it is not theirs or does not exist."""
-    result = session.execute(delete(Memory).where(Memory.user_id == user_id, Memory.id == memory_id))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    """Delete one of the user's memories, and take it out of its dream; False when it is not theirs.
+
+    The dream's members, count, centroid, time span and summary are recomputed without it (the
+    summary never keeps the deleted text); a dream left with fewer than 2 members is deleted."""
+    row = get_memory(session, user_id, memory_id)
+    if row is None:
+        return False
+    dream_id = row.dream_id
+    session.execute(delete(Memory).where(Memory.id == memory_id))
+    if dream_id is not None:
+        _shrink_dream(session, dream_id)
+    return True
+
+
+def _shrink_dream(session: Session, dream_id: str) -> None:
+    dream = session.get(Dream, dream_id)
+    members = list(session.scalars(select(Memory).where(Memory.dream_id == dream_id)))
+    if dream is None:
+        return
+    if len(members) < 2:
+        session.execute(update(Memory).where(Memory.dream_id == dream_id).values(dream_id=None))
+        session.execute(update(Consolidation).where(Consolidation.dream_id == dream_id).values(dream_id=None))
+        session.delete(dream)
+        return
+    dream.member_count = len(members)
+    dream.first_memory_at = min(m.created_at for m in members)
+    dream.last_memory_at = max(m.created_at for m in members)
+    vectors = [np.frombuffer(m.embedding, np.float32) for m in members if m.embedding]
+    if len(vectors) == len(members) and len({len(v) for v in vectors}) == 1:
+        centroid = np.mean(vectors, axis=0)
+        centroid = centroid / max(float(np.linalg.norm(centroid)), 1e-9)
+        dream.centroid = centroid.astype(np.float32).tobytes()
+        summary = members[int(np.argmax(np.stack(vectors) @ centroid))]
+    else:
+        summary = next((m for m in members if m.id == dream.summary_memory_id), members[0])
+    dream.summary, dream.summary_memory_id = summary.text, summary.id
+    dream.updated_at = utcnow()
 
 
 def list_memories(
