@@ -3,10 +3,12 @@
 
     make bench-dream            # N = 1,000 and 10,000 on SQLite; prints and writes docs/dream-bench.json
 
-Calls the same service the Celery task calls (`consolidate_one_batch`: lock, tuner, one transaction
-per batch) in a loop instead of through the broker, against a throwaway redis-server, with the
-batch-size tuner learning B as it goes, and reports memories/s,
-the adjusted Rand index of the dreams against the known themes, run quality, and B over time.
+First runs the annotation sweep (emotions and dream vectors, what workers store right after each
+POST) and times it; then calls the same service the Celery task calls (`consolidate_one_batch`:
+lock, tuner, one transaction per batch) in a loop instead of through the broker, against a
+throwaway redis-server, with the batch-size tuner learning B as it goes. Reports annotation and
+consolidation memories/s, the adjusted Rand index of the dreams against the known themes, run
+quality, and B over time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from sqlalchemy import select  # noqa: E402
 
 from jeffrey_core.store.memories import NewMemory, add_memories  # noqa: E402
 from jeffrey_core.store.models import DreamRun, Memory  # noqa: E402
-from jeffrey_dev.dream_harness import private_redis, run_once, worker_context  # noqa: E402
+from jeffrey_dev.dream_harness import annotate_all, private_redis, run_once, worker_context  # noqa: E402
 from jeffrey_worker.dream import synthetic  # noqa: E402
 
 
@@ -36,6 +39,9 @@ def bench(n: int, themes: int, seed: int, ctx: Any) -> dict[str, object]:
     with ctx.sessions() as session:
         add_memories(session, user, [NewMemory(m.text, {"theme": m.theme}, m.created_at) for m in memories])
         session.commit()
+    started = time.perf_counter()
+    annotate_all(ctx)  # emotions and dream vectors, as the workers store them right after each POST
+    annotation_seconds = time.perf_counter() - started
     elapsed, sizes, run_id = run_once(ctx, user)  # what the chain of Celery tasks does, batch by batch
     with ctx.sessions() as session:
         run = session.get(DreamRun, run_id)
@@ -50,6 +56,9 @@ def bench(n: int, themes: int, seed: int, ctx: Any) -> dict[str, object]:
             "memories": n,
             "themes": themes,
             "noise_share": 0.05,
+            "encoder": ctx.embedder.model_name,
+            "annotation_seconds": round(annotation_seconds, 2),
+            "annotated_per_second": round(n / annotation_seconds, 1),
             "seconds": round(elapsed, 2),
             "memories_per_second": round(n / elapsed, 1),
             "adjusted_rand_index": round(synthetic.adjusted_rand_index(truth, predicted), 4),
@@ -82,7 +91,8 @@ def main() -> None:
             result = bench(n, args.themes, args.seed, ctx)
             results.append(result)
             print(
-                f"N={n:>6}: {result['memories_per_second']:>7} memories/s  ARI {result['adjusted_rand_index']}"
+                f"N={n:>6}: annotated {result['annotated_per_second']}/s, consolidated"
+                f" {result['memories_per_second']:>7} memories/s  ARI {result['adjusted_rand_index']}"
                 f"  quality {result['quality']:.3f}  dreams {result['dreams']}  singletons {result['singletons']}"
                 f"  batches {result['batches']}  B first/last/max {result['batch_size_first_last_max']}"
             )
