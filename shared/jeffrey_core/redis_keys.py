@@ -62,6 +62,12 @@ class RedisKeys:
         """Claimed by the first cycle of a schedule slot (TTL 1 h): a second beat's cycle is a no-op."""
         return f"{self.prefix}:dream:cycle:{slot}"
 
+    def rate_limit_prefix(self) -> str:
+        """Prefix of the API's rate-limit counters (owned by jeffrey_api.rate_limit through `limits`):
+        two sliding-window counters per budget and caller (user or IP), each with a TTL of twice the
+        window (2 min for "120/minute", 2 h for "6/hour")."""
+        return f"{self.prefix}:ratelimit"
+
     def events_channel(self) -> str:
         """Pub/sub channel of run progress events (nothing stored)."""
         return f"{self.prefix}:events"

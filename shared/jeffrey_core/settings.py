@@ -200,6 +200,39 @@ class AdmissionSettings(_Section):
         }.get(queue)
 
 
+# What `limits.parse` reads: "120/minute", "6 per hour", "10/30 seconds" (one limit, no ";" lists).
+RATE_LIMIT_SHAPE = re.compile(
+    r"^\s*[1-9][0-9]*\s*(/|\s+per\s+)\s*([1-9][0-9]*\s*)?(second|minute|hour|day)s?\s*$"
+)
+
+
+class RateLimitSettings(_Section):
+    """Per-user and per-IP request budgets under /api/v1, counted in Redis so they hold across API
+    replicas (jeffrey_api.rate_limit). Each per-IP budget is the per-user one times `ip_multiplier`."""
+
+    enabled: bool = Field(True, validation_alias="RATE_LIMIT_ENABLED")
+    writes: str = Field("120/minute", validation_alias="RATE_LIMIT_WRITES")
+    detect: str = Field("30/minute", validation_alias="RATE_LIMIT_DETECT")
+    dream_runs: str = Field("6/hour", validation_alias="RATE_LIMIT_DREAM_RUNS")
+    reads: str = Field("600/minute", validation_alias="RATE_LIMIT_READS")
+    # Several users may share an address (NAT, an office proxy).
+    ip_multiplier: int = Field(4, ge=1, le=1000, validation_alias="RATE_LIMIT_IP_MULTIPLIER")
+    # The limiter's own Redis calls give up after this long, and the request is served unlimited.
+    redis_timeout: float = Field(0.5, gt=0, le=5, validation_alias="RATE_LIMIT_REDIS_TIMEOUT")
+    # After a failed Redis call the limiter stays open (no Redis calls) this long before trying again.
+    fail_open_seconds: float = Field(2.0, ge=0, le=300, validation_alias="RATE_LIMIT_FAIL_OPEN_SECONDS")
+
+    @field_validator("writes", "detect", "dream_runs", "reads")
+    @classmethod
+    def _limit_shape(cls, value: str) -> str:
+        if not RATE_LIMIT_SHAPE.match(value):
+            raise ValueError(
+                "a rate limit reads like '120/minute', '6 per hour' or '10/30 seconds' "
+                "(units: second, minute, hour, day)"
+            )
+        return value.strip()
+
+
 class ObservabilitySettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias="LOG_LEVEL"
@@ -226,6 +259,7 @@ class Settings(BaseModel):
     dream: DreamSettings = Field(default_factory=lambda: DreamSettings())
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
     admission: AdmissionSettings = Field(default_factory=lambda: AdmissionSettings())
+    rate_limit: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings())
     observability: ObservabilitySettings = Field(default_factory=lambda: ObservabilitySettings())
 
     @model_validator(mode="after")

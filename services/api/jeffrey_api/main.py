@@ -14,7 +14,12 @@ from prometheus_fastapi_instrumentator import Instrumentator
 import jeffrey_core
 from jeffrey_api.dream_metrics import DreamCollector
 from jeffrey_api.errors import install_error_handlers
-from jeffrey_api.middleware import ApiAuthMiddleware, BodySizeLimitMiddleware, RequestIdMiddleware
+from jeffrey_api.middleware import (
+    ApiAuthMiddleware,
+    BodySizeLimitMiddleware,
+    RateLimitMiddleware,
+    RequestIdMiddleware,
+)
 from jeffrey_api.routes import dlq, dreams, emotion, events, health, memories, ops
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
@@ -68,16 +73,26 @@ def _lifespan(
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Added innermost first. A request meets: metrics, request id, CORS (answers preflights), the
-    # body-size limit (413 before anything else reads), authentication of /api/v1 (401 before the
-    # body is parsed), then the routes.
+    # body-size limit (413 before anything else reads), the rate limits of /api/v1 (429, per IP and
+    # per user, sharing the token verification with the next layer), authentication of /api/v1 (401
+    # before the body is parsed), then the routes.
     app.add_middleware(ApiAuthMiddleware, settings=settings)
+    app.add_middleware(RateLimitMiddleware, settings=settings)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.security.cors_origins,
         allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-        expose_headers=["X-Request-ID", "Retry-After", "Idempotent-Replayed"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "Idempotent-Replayed",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "RateLimit-Policy",
+        ],
     )
     app.add_middleware(RequestIdMiddleware)
 

@@ -1,4 +1,5 @@
-"""Pure ASGI layers in front of the routes: request id and access log, body-size limit, authentication."""
+"""Pure ASGI layers in front of the routes: request id and access log, body-size limit, rate limits,
+authentication."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jeffrey_api.deps import get_principal
 from jeffrey_api.errors import ApiError, error_response
+from jeffrey_api.rate_limit import Quota, RateLimiter, classify
+from jeffrey_core.auth import Principal
 from jeffrey_core.logging import request_id_var
 from jeffrey_core.settings import Settings
 
@@ -128,6 +131,31 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
 
+# Keys of the per-request `scope["state"]` (what routes read as `request.state`).
+PRINCIPAL_STATE_KEY = "principal"
+_AUTH_RESULT_KEY = "jeffrey.auth_result"
+
+
+def authenticate(scope: Scope, settings: Settings) -> Principal | ApiError:
+    """The request's principal, or the 401 it deserves: the token is verified once per request and the
+    outcome kept in `scope["state"]`, so the rate limiter and the auth layer share one verification
+    (and a valid principal is readable downstream as `request.state.principal`)."""
+    state = scope.setdefault("state", {})
+    result: Principal | ApiError | None = state.get(_AUTH_RESULT_KEY)
+    if result is None:
+        try:
+            result = get_principal(Request(scope), settings)
+            state[PRINCIPAL_STATE_KEY] = result
+        except ApiError as exc:
+            result = exc
+        state[_AUTH_RESULT_KEY] = result
+    return result
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
 class ApiAuthMiddleware:
     """Authenticates every request under `prefix` before any of it is read: a missing or invalid
     token gets 401 whatever the body, so an anonymous caller never makes the API parse anything.
@@ -140,12 +168,79 @@ class ApiAuthMiddleware:
         self.prefix = prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
-            try:
-                get_principal(Request(scope), self.settings)
-            except ApiError as exc:
-                response = error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
+        if scope["type"] == "http" and _under(scope.get("path", ""), self.prefix):
+            result = authenticate(scope, self.settings)
+            if isinstance(result, ApiError):
+                response = error_response(
+                    result.status_code, result.code, result.message, headers=result.headers
+                )
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class RateLimitMiddleware:
+    """Spends the request's budget (writes, detect, dream runs, reads: `rate_limit.classify`) per client
+    IP and, when the token is valid, per user, in Redis shared by every replica; answers 429
+    `rate_limited` with Retry-After past either, before authentication answers and before the body is
+    read. Responses of limited routes carry the RateLimit-* headers of the tighter budget. Exempt:
+    everything outside `prefix`. Fails open (no limit, no headers) while Redis cannot be asked.
+
+    It sits in front of `ApiAuthMiddleware` so anonymous floods are limited per IP too; both share one
+    token verification (`authenticate`)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, prefix: str = "/api/v1") -> None:
+        self.app = app
+        self.settings = settings
+        self.prefix = prefix.rstrip("/")
+        self.limiter = RateLimiter.from_settings(settings) if settings.rate_limit.enabled else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.limiter is not None and scope["type"] == "lifespan":
+            await self.app(scope, receive, self._closing(self.limiter, send))
+            return
+        budget = classify(scope["method"], scope["path"], self.prefix) if scope["type"] == "http" else None
+        if self.limiter is None or budget is None:
+            await self.app(scope, receive, send)
+            return
+        principal = authenticate(scope, self.settings)
+        user = principal.user_id if isinstance(principal, Principal) else None
+        quota = await self.limiter.check(budget, _client_ip(scope), user)
+        if quota is None:
+            await self.app(scope, receive, send)
+        elif not quota.allowed:
+            await self._refuse(quota, scope, receive, send)
+        else:
+            await self.app(scope, receive, _adding_headers(send, quota))
+
+    @staticmethod
+    async def _refuse(quota: Quota, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {**quota.headers(), "Retry-After": str(quota.retry_after)}
+        await error_response(429, "rate_limited", quota.message(), headers=headers)(scope, receive, send)
+
+    @staticmethod
+    def _closing(limiter: RateLimiter, send: Send) -> Send:
+        async def send_closing(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await limiter.aclose()
+            await send(message)
+
+        return send_closing
+
+
+def _client_ip(scope: Scope) -> str:
+    # Behind a reverse proxy this is the proxy's address unless uvicorn trusts it
+    # (--forwarded-allow-ips), in which case uvicorn puts the X-Forwarded-For address here.
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _adding_headers(send: Send, quota: Quota) -> Send:
+    extra = [(name.lower().encode(), value.encode()) for name, value in quota.headers().items()]
+
+    async def send_with_quota(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", []), *extra]
+        await send(message)
+
+    return send_with_quota
