@@ -426,12 +426,23 @@ def test_two_beats_for_two_minutes_never_double_fire(
         worker.stop()
 
 
+def _running_batch(app: Any, hostname: str) -> int | None:
+    """The `seq` of the consolidation batch `hostname` is running now, if any."""
+    active = app.control.inspect(destination=[hostname], timeout=1).active() or {}
+    for task in active.get(hostname, []):
+        if task.get("name") == TaskName.DREAM_CONSOLIDATE_BATCH.value:
+            seq: int | None = (task.get("kwargs") or {}).get("seq")
+            return seq
+    return None
+
+
 def test_sigterm_lets_the_running_batch_commit(
     redis_url: str, sqlite_url: str, log_dir: Path, figures: dict[str, Any]
 ) -> None:
     fixed = {"DREAM_BATCH_MIN": "40", "DREAM_BATCH_MAX": "40", "DREAM_BATCH_INITIAL": "40"}
     env = service_env(redis_url, sqlite_url, WORKER_METRICS_PORT="0", DREAM_FAULT_DELAY_SECONDS="2", **fixed)
-    worker = start_worker(env, log_dir, f"term-{uuid.uuid4().hex[:6]}@localhost", concurrency=1)
+    hostname = f"term-{uuid.uuid4().hex[:6]}@localhost"
+    worker = start_worker(env, log_dir, hostname, concurrency=1)
     api, base = start_api(env, log_dir)
     client = Client(base, env)
     successor: ServiceProcess | None = None
@@ -439,7 +450,12 @@ def test_sigterm_lets_the_running_batch_commit(
         client.seed("sleepy", synthetic.generate(200, themes=3, seed=2))
         run_id = client.run("sleepy")
         eventually(lambda: client.get_run(run_id)["batches"] >= 1, 30, "run did not start")
-        time.sleep(0.5)  # the second batch is now inside its 2 s transaction
+        # Wait until the worker is running the next batch (not a fixed sleep: under load the next
+        # message can take a while to arrive), then ask it to stop while that batch is in flight.
+        inspector = create_celery(Settings(), main="chaos-inspect")
+        inspector.conf.broker_url = inspector.conf.result_backend = client.env["REDIS_URL"]
+        eventually(lambda: _running_batch(inspector, hostname) == 1, 30, "batch 1 never ran")
+        inspector.close()
         before = client.get_run(run_id)["batches"]
         asked = time.monotonic()
         os.kill(worker.pid, signal.SIGTERM)
