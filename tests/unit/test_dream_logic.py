@@ -176,3 +176,18 @@ def test_dreams_of_one_theme_merge_and_others_do_not() -> None:
     merges = planner.plan_merges([beach_a, beach_b, kitchen])
     assert merges == [(0, 1)]
     assert beach_a.member_count == 5 and kitchen.member_count == 4
+
+
+def test_keywords_leave_out_the_words_every_dream_shares() -> None:
+    def dream(terms: dict[str, float]) -> planner.DreamState:
+        state = planner.DreamState.from_items(items_from(["placeholder text"]))
+        state.term_weights = terms
+        return state
+
+    sea = dream({"kept": 9.0, "thinking": 9.0, "sea": 5.0, "waves": 4.0})
+    work = dream({"kept": 9.0, "thinking": 9.0, "meeting": 5.0, "boss": 3.0, "sea": 1.0})
+    planner.name_themes([sea, work])
+    assert sea.theme == ["sea", "waves"] and work.theme == ["meeting", "boss", "sea"]
+    alone = dream({"kept": 2.0, "sea": 1.0})
+    planner.name_themes([alone])
+    assert alone.theme == ["kept", "sea"]  # a single dream keeps its own words

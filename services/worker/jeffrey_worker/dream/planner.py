@@ -203,13 +203,15 @@ def name_themes(dreams: list[DreamState]) -> None:
     them (a word in most of one person's dreams says nothing about any one of them)."""
     counts: dict[str, int] = {}
     for dream in dreams:
-        for term in dream.term_weights:
-            counts[term] = counts.get(term, 0) + 1
+        top = max(dream.term_weights.values(), default=0.0)
+        for term, weight in dream.term_weights.items():
+            if weight >= 0.2 * top:  # a word that matters in this dream, not a passing mention
+                counts[term] = counts.get(term, 0) + 1
     total = len(dreams)
     for dream in dreams:
-        scored = {
-            t: w * math.log((1 + total) / (1 + counts[t])) + 1e-9 * w for t, w in dream.term_weights.items()
-        }
+        # Words every one of the user's dreams has are left out when the dream has others to show.
+        own = {t: w for t, w in dream.term_weights.items() if counts.get(t, 0) < total} or dream.term_weights
+        scored = {t: w * math.log((1 + total) / (1 + counts.get(t, 0))) + 1e-9 * w for t, w in own.items()}
         dream.keywords = [t for t, _ in sorted(scored.items(), key=lambda kv: (-kv[1], kv[0]))[:THEME_SIZE]]
 
 
