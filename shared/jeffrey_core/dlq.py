@@ -57,7 +57,10 @@ def dead_letter_record(
     attempts: int,
     reason: str,
 ) -> dict[str, Any]:
-    safe_args, args_redacted = redact(list(args or []))
+    # Each argument on its own: `args` itself is a list of ids, not a list of texts.
+    redacted_args = [redact(value) for value in args or []]
+    safe_args = [value for value, _ in redacted_args]
+    args_redacted = any(flag for _, flag in redacted_args)
     safe_kwargs, kwargs_redacted = redact(dict(kwargs or {}))
     return {
         "id": uuid.uuid4().hex,

@@ -185,6 +185,12 @@ def test_dead_letters_keep_ids_and_sizes_never_user_text() -> None:
     assert record["replayable"] is False and "lump" not in str(record)
     kept = _letter("jeffrey.dream.consolidate_batch", "t", {"run_id": "r1", "seq": 3})
     assert kept["kwargs"] == {"run_id": "r1", "seq": 3} and kept["replayable"] is True
+    from jeffrey_core.dlq import dead_letter_record
+
+    positional = dead_letter_record(
+        "jeffrey.dream.consolidate_batch", "t", ["run-id"], {}, "q", None, "", 1, "x"
+    )
+    assert positional["args"] == ["run-id"] and positional["replayable"] is True
 
 
 def _letter(task: str, task_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
