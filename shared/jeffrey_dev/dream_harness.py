@@ -20,11 +20,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from jeffrey_core.redis_client import create_sync_redis
-from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import DatabaseSettings, RedisSettings, Settings
 from jeffrey_core.store import dreams as store
-from jeffrey_core.store.engine import create_db_engine, create_session_factory
 from jeffrey_core.store.memories import NewMemory, add_memories
 from jeffrey_core.store.migrate import upgrade
 from jeffrey_core.store.models import Dream, DreamRun, Memory, RunTrigger
@@ -55,8 +52,7 @@ def private_redis() -> Iterator[str]:
 
 def worker_context(redis_url: str, database_url: str, **dream: Any) -> Any:
     """A WorkerContext for `database_url` (migrated here); `send` does nothing (the caller loops)."""
-    from jeffrey_worker.context import WorkerContext
-    from jeffrey_worker.metrics import worker_metrics
+    from jeffrey_worker.context import build_context
 
     upgrade(database_url)
     settings = Settings(
@@ -65,15 +61,7 @@ def worker_context(redis_url: str, database_url: str, **dream: Any) -> Any:
     )
     for name, value in dream.items():
         setattr(settings.dream, name, value)
-    return WorkerContext(
-        settings=settings,
-        sessions=create_session_factory(create_db_engine(settings.database)),
-        redis=create_sync_redis(settings.redis),
-        redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
-        keys=RedisKeys("harness"),
-        metrics=worker_metrics(),
-        send=lambda *_a, **_k: None,
-    )
+    return build_context(settings, send=lambda *_a, **_k: None)
 
 
 @dataclass

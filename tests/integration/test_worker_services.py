@@ -14,18 +14,14 @@ from sqlalchemy import func, select
 
 from jeffrey_core.contract import DreamToggle, TaskName
 from jeffrey_core.locks import OwnedLock
-from jeffrey_core.redis_client import create_sync_redis
-from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import DatabaseSettings, DreamSettings, RedisSettings, Settings
 from jeffrey_core.store import dreams as store
-from jeffrey_core.store.engine import create_db_engine, create_session_factory
 from jeffrey_core.store.memories import NewMemory, add_memories
 from jeffrey_core.store.models import Dream, DreamRun, Memory, RunStatus, RunTrigger
 from jeffrey_worker import annotation, system
 from jeffrey_worker.consolidation import BatchStatus, consolidate_one_batch, dream_cycle
-from jeffrey_worker.context import WorkerContext
+from jeffrey_worker.context import WorkerContext, build_context
 from jeffrey_worker.dream import synthetic
-from jeffrey_worker.metrics import worker_metrics
 from tests.support.dreams import consolidated
 
 pytestmark = pytest.mark.integration
@@ -43,15 +39,7 @@ def make_context(redis_url: str, database_url: str, **dream: Any) -> WorkerConte
         database=DatabaseSettings(DATABASE_URL=database_url),
         dream=DreamSettings(**{"DREAM_BATCH_INITIAL": 40, "DREAM_BATCH_MIN": 25, **dream}),
     )
-    return WorkerContext(
-        settings=settings,
-        sessions=create_session_factory(create_db_engine(settings.database)),
-        redis=create_sync_redis(settings.redis),
-        redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
-        keys=RedisKeys(redis_settings.key_prefix),
-        metrics=worker_metrics(),
-        send=Sent(),
-    )
+    return build_context(settings, Sent())
 
 
 def _add_themed(ctx: WorkerContext, user: str, n: int) -> list[str]:

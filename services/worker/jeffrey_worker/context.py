@@ -82,7 +82,8 @@ class WorkerContext:
         publish(self.redis, self.keys.events_channel(), kind, **fields)
 
 
-def build_context(settings: Settings, app: Celery) -> WorkerContext:
+def build_context(settings: Settings, send: Send) -> WorkerContext:
+    """The context for `settings`; `send` enqueues (the worker binds its app; tools pass their own)."""
     engine = create_db_engine(settings.database)
     return WorkerContext(
         settings=settings,
@@ -91,7 +92,7 @@ def build_context(settings: Settings, app: Celery) -> WorkerContext:
         redis_bytes=create_sync_redis(settings.redis, decode_responses=False),
         keys=RedisKeys(settings.redis.key_prefix),
         metrics=worker_metrics(),
-        send=partial(enqueue.send, app, caller=enqueue.Caller.WORKER),
+        send=send,
     )
 
 
@@ -100,7 +101,8 @@ _contexts: dict[int, WorkerContext] = {}
 
 def install(settings: Settings, app: Celery) -> WorkerContext:
     """Build this process's context (a forked pool child never reuses its parent's sockets)."""
-    _contexts[os.getpid()] = context = build_context(settings, app)
+    send = partial(enqueue.send, app, caller=enqueue.Caller.WORKER)
+    _contexts[os.getpid()] = context = build_context(settings, send)
     return context
 
 

@@ -62,11 +62,6 @@ class LexicalEncoder(Embedder):
     thresholds = LEXICAL_THRESHOLDS
     dim = DIM
 
-    def embed_many(self, texts: list[str]) -> FloatMatrix:  # type: ignore[override]
-        if not texts:
-            return np.zeros((0, DIM), np.float32)
-        return np.stack([self.embed(t) for t in texts]).astype(np.float32)
-
 
 class MiniLMEncoder:
     """all-MiniLM-L6-v2: mean pooling of the last hidden state over real tokens, L2-normalised."""

@@ -85,8 +85,11 @@ class Embedder:
         norm = float(np.linalg.norm(vector))
         return vector / norm if norm > 0 else vector
 
-    def embed_many(self, texts: list[str]) -> list[npt.NDArray[np.float32]]:
-        return [self.embed(text) for text in texts]
+    def embed_many(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """(len(texts), DIM) unit vectors."""
+        if not texts:
+            return np.zeros((0, DIM), np.float32)
+        return np.stack([self.embed(t) for t in texts]).astype(np.float32)
 
 
 def to_bytes(vector: npt.NDArray[np.float32]) -> bytes:
