@@ -131,11 +131,10 @@ def _commit_batch(ctx: WorkerContext, run_id: str, size: int) -> tuple[engine.Ba
             ctx.publish("run.started", run_id=run.id, user_id=run.user_id)
         annotate = partial(_annotate, ctx)
         outcome = engine.run_batch(session, run, size, ctx.embedder, ctx.clock(), annotate=annotate)
-        merged = engine.merge_dreams(session, run.user_id, ctx.clock(), ctx.embedder)
-        run.timings = {
-            **(run.timings or {}),
-            "dreams_merged": (run.timings or {}).get("dreams_merged", 0) + merged,
-        }
+        if outcome.created or outcome.updated:  # only a changed dream can newly match another
+            merged = engine.merge_dreams(session, run.user_id, ctx.clock(), ctx.embedder)
+            timings = run.timings or {}
+            run.timings = {**timings, "dreams_merged": int(timings.get("dreams_merged", 0)) + merged}
         if outcome.exhausted:
             store.finish_run(session, run, RunStatus.SUCCEEDED)
         if ctx.settings.dream.fault_delay_seconds:

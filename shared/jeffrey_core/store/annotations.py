@@ -7,9 +7,9 @@ caller, told so, does not count it twice), and a fallback never overwrites a mod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jeffrey_core.store.models import Memory, utcnow
@@ -53,14 +53,17 @@ def count_pending(session: Session) -> int:
     return int(session.scalar(select(func.count()).where(Memory.emotion_model_version.is_(None))) or 0)
 
 
-def write_embeddings(session: Session, vectors: dict[str, bytes], model_name: str) -> int:
-    """Store each memory's vector (float32 bytes) with the model that made it; returns rows written.
+def write_embeddings(session: Session, vectors: dict[str, bytes], model_name: str) -> None:
+    """Store each memory's vector (float32 bytes) with the model that made it.
 
     Annotation embeds every memory once, so consolidation reads vectors instead of computing them."""
-    written = 0
-    for memory_id, blob in vectors.items():
-        result = session.execute(
-            update(Memory).where(Memory.id == memory_id).values(embedding=blob, embedding_model=model_name)
-        )
-        written += int(result.rowcount)  # type: ignore[attr-defined]
-    return written
+    if not vectors:
+        return
+    table = cast(Table, Memory.__table__)  # Core, not the ORM: no rowcount check on executemany
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("memory_id"))
+        .values(embedding=bindparam("blob"), embedding_model=model_name)
+    )
+    # One executemany; a memory deleted meanwhile is simply skipped (Core does not check rowcount).
+    session.execute(statement, [{"memory_id": i, "blob": blob} for i, blob in vectors.items()])
