@@ -19,7 +19,10 @@ code() { curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@"; }
 pass "health ($API/healthz)"
 [ "$(code "$API/readyz")" = 200 ] || fail "readiness: $API/readyz is not 200: $(curl -s --max-time 10 "$API/readyz")"
 pass "readiness ($API/readyz)"
-curl -s --max-time 10 "$API/metrics" | grep -q '^jeffrey_' || fail "metrics: no jeffrey_ metric at $API/metrics"
+# Read the whole body first: with pipefail, `curl | grep -q` fails whenever grep stops reading before
+# curl has written everything (curl dies of SIGPIPE), which depends only on timing.
+metrics=$(curl -s --max-time 10 "$API/metrics")
+grep -q '^jeffrey_' <<<"$metrics" || fail "metrics: no jeffrey_ metric at $API/metrics"
 pass "metrics contain jeffrey_*"
 
 TOKEN=${JEFFREY_TOKEN:-}
