@@ -406,5 +406,9 @@ def with_password(url: str, password: str | None) -> str:
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once on first use."""
+    """The process-wide settings, read once on first use; a running `make run`'s var/stack.env fills
+    what the environment leaves unset (jeffrey_core.stack_env)."""
+    from jeffrey_core.stack_env import load_stack_env
+
+    load_stack_env()
     return Settings()

@@ -3,6 +3,12 @@
 Redis runs as our child on a free loopback port with a generated password (config fed on stdin,
 so the password never shows in `ps`); it never touches a Redis already on 6379. Every child gets
 PR_SET_PDEATHSIG, so nothing outlives a killed launcher; Ctrl-C stops them all in order.
+
+A child that dies is started again after a backoff (1, 2, 4, 8 s), so one crashed worker does not take
+the API down; five deaths of one child within 60 s is a crash loop: the launcher prints that child's
+last log lines and stops everything. While it runs, `var/stack.env` (mode 600) holds the connection
+settings, so the `jeffrey` and `celery` CLIs find the stack from a second terminal
+(jeffrey_core.stack_env); it is removed on stop.
 """
 
 from __future__ import annotations
@@ -20,16 +26,25 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jeffrey_core.auth import mint_token
 from jeffrey_core.contract import WORKER_QUEUES
+from jeffrey_core.settings import with_password
+from jeffrey_core.stack_env import read_stack_env, remove_stack_env, write_stack_env
 
 COLOURS = ["\033[36m", "\033[33m", "\033[35m", "\033[32m", "\033[34m", "\033[31m"]
 RESET = "\033[0m"
 STOP_GRACE_SECONDS = 15.0
+# A child's restarts wait RESTART_BACKOFF[n - 1] seconds after its n-th death within CRASH_LOOP_WINDOW;
+# the CRASH_LOOP_DEATHS-th death within the window stops everything.
+RESTART_BACKOFF = (1.0, 2.0, 4.0, 8.0)
+CRASH_LOOP_DEATHS = 5
+CRASH_LOOP_WINDOW = 60.0
+TAIL_LINES = 30
 
 
 @dataclass(frozen=True)
@@ -88,14 +103,22 @@ def find_redis_server() -> str | None:
         return None
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now. The probe sets SO_REUSEADDR as uvicorn, Flower
+    (tornado) and prometheus_client do, so connections in TIME-WAIT after a stop do not count; a socket
+    still listening there does."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def _port_or_free(host: str, preferred: int) -> int:
     """`preferred` when nothing listens there, else any free port."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, preferred))
-            return preferred
-        except OSError:
-            return free_port(host)
+    return preferred if port_is_free(host, preferred) else free_port(host)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -134,6 +157,10 @@ class ManagedProcess:
     stdin_text: str | None = None
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    # Supervision: its last log lines, when it died lately, and when it is due to start again.
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES), repr=False)
+    deaths: deque[float] = field(default_factory=deque, repr=False)
+    restart_at: float | None = None
 
     def start(self, out: Callable[[str], None]) -> None:
         self.proc = subprocess.Popen(
@@ -155,7 +182,9 @@ class ManagedProcess:
         assert self.proc and self.proc.stdout
         prefix = f"{self.colour}{self.name:<7}|{RESET} " if sys.stdout.isatty() else f"{self.name:<7}| "
         for raw in iter(self.proc.stdout.readline, b""):
-            out(prefix + raw.decode(errors="replace").rstrip())
+            line = raw.decode(errors="replace").rstrip()
+            self.tail.append(line)
+            out(prefix + line)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -167,6 +196,22 @@ class ManagedProcess:
                 os.killpg(self.proc.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def reap_group(self) -> None:
+        """SIGKILL what is left of its process group (a killed worker's pool processes, which would
+        keep its metrics port)."""
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def record_death(self, now: float) -> int:
+        """Note a death at `now`; the number of deaths within the crash-loop window."""
+        self.deaths.append(now)
+        while self.deaths and now - self.deaths[0] > CRASH_LOOP_WINDOW:
+            self.deaths.popleft()
+        return len(self.deaths)
 
     def wait_or_kill(self, deadline: float) -> None:
         if not self.proc:
@@ -268,7 +313,7 @@ class Stack:
         py = sys.executable
         opts = self.options
         for name, port in (("API", opts.api_port), ("Flower", opts.flower_port)):
-            if port and _port_or_free(opts.host, port) != port:
+            if port and not port_is_free(opts.host, port):
                 raise RuntimeError(
                     f"{name} port {opts.host}:{port} is already in use (see README, Troubleshooting)"
                 )
@@ -312,6 +357,71 @@ class Stack:
     def all_running(self) -> bool:
         return all(p.running() for p in self.processes)
 
+    @property
+    def stack_env_path(self) -> Path:
+        return self.options.var_dir / "stack.env"
+
+    def connection_settings(self) -> dict[str, str]:
+        """What a second terminal needs to reach this stack (written to var/stack.env)."""
+        o = self.options
+        client_host = "127.0.0.1" if o.host in ("0.0.0.0", "::", "") else o.host  # noqa: S104 - a comparison
+        values = {
+            "REDIS_URL": with_password(self.env["REDIS_URL"], self.secrets.redis_password),
+            "DATABASE_URL": self.env["DATABASE_URL"],
+            "JEFFREY_API_URL": f"http://{client_host}:{o.api_port}",
+        }
+        if o.flower_port:
+            values["FLOWER_URL"] = f"http://{client_host}:{o.flower_port}"
+        return values
+
+    def refuse_if_running_here(self) -> None:
+        """Two launchers on one var/ would share Redis' files and the SQLite database."""
+        values, _ = read_stack_env(self.stack_env_path)
+        pid = values.get("JEFFREY_STACK_PID")
+        if values and pid != str(os.getpid()):
+            raise RuntimeError(
+                f"a stack is already running from {self.options.var_dir} (launcher pid {pid}); "
+                "stop it first, or give this one another --var-dir"
+            )
+
+    def publish_connection_settings(self) -> None:
+        write_stack_env(self.stack_env_path, self.connection_settings(), os.getpid())
+
+    def withdraw_connection_settings(self) -> None:
+        remove_stack_env(self.stack_env_path, os.getpid())
+
+    def supervise(self, now: float) -> ManagedProcess | None:
+        """Restart dead children after their backoff; the child in a crash loop, if one is."""
+        for process in self.processes:
+            if process.restart_at is not None:
+                if now >= process.restart_at:
+                    process.restart_at = None
+                    self.out(f"launcher| starting {process.name} again")
+                    process.start(self.out)
+                continue
+            if process.running():
+                continue
+            status = process.proc.returncode if process.proc else None
+            process.reap_group()
+            deaths = process.record_death(now)
+            if deaths >= CRASH_LOOP_DEATHS:
+                return process
+            delay = RESTART_BACKOFF[min(deaths, len(RESTART_BACKOFF)) - 1]
+            process.restart_at = now + delay
+            self.out(
+                f"launcher| {process.name} exited (status {status}); starting it again in {delay:.0f}s "
+                f"({deaths} of {CRASH_LOOP_DEATHS} deaths allowed within {CRASH_LOOP_WINDOW:.0f}s)"
+            )
+        return None
+
+    def report_crash_loop(self, process: ManagedProcess) -> None:
+        self.out(
+            f"launcher| {process.name} died {CRASH_LOOP_DEATHS} times within {CRASH_LOOP_WINDOW:.0f}s; "
+            f"stopping everything. Its last {len(process.tail)} log lines:"
+        )
+        for line in process.tail:
+            self.out(f"launcher|   {line}")
+
     def banner(self) -> str:
         o = self.options
         secrets_file = o.var_dir / "dev-secrets.json"
@@ -332,6 +442,10 @@ class Stack:
             "  Admin token (valid 7 days):",
             f"    export JEFFREY_TOKEN={token}",
             f'  Try: curl -H "Authorization: Bearer $JEFFREY_TOKEN" http://{o.host}:{o.api_port}/api/v1/memories',
+            "  From another terminal in this folder the CLIs find the stack (var/stack.env), no exports:",
+            "    .venv/bin/celery -A jeffrey_worker.app inspect ping    (active, stats, active_queues, ...)",
+            "    .venv/bin/jeffrey dlq list",
+            '    eval "$(.venv/bin/jeffrey env)"    (export REDIS_URL, DATABASE_URL, ... for other tools)',
             "  Ctrl-C stops everything.",
             "",
         ]
@@ -370,11 +484,13 @@ def run_stack(options: StackOptions) -> int:
     stack = Stack(options)
     status = 0
     try:
+        stack.refuse_if_running_here()
         started = time.monotonic()
         stack.start_redis()
         stack.out(f"launcher| redis ready on 127.0.0.1:{stack.redis_port}")
         upgrade(stack.env["DATABASE_URL"])
         stack.out("launcher| database migrated")
+        stack.publish_connection_settings()
         stack.start_services()
         if not stack.wait_for_api():
             stack.out("launcher| the API did not become healthy; stopping")
@@ -382,9 +498,9 @@ def run_stack(options: StackOptions) -> int:
         stack.out(stack.banner())
         stack.out(f"launcher| started in {time.monotonic() - started:.1f}s")
         while not stopping.wait(0.5):
-            dead = [p.name for p in stack.processes if not p.running()]
-            if dead:
-                stack.out(f"launcher| {', '.join(dead)} exited unexpectedly; stopping everything")
+            looping = stack.supervise(time.monotonic())
+            if looping is not None:
+                stack.report_crash_loop(looping)
                 status = 1
                 break
     except Exception as exc:
@@ -392,6 +508,7 @@ def run_stack(options: StackOptions) -> int:
         status = 1
     finally:
         stack.out("launcher| stopping...")
+        stack.withdraw_connection_settings()
         stack.stop()
         stack.out("launcher| stopped")
     return status

@@ -18,6 +18,7 @@ from jeffrey_core.logging import configure_logging
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.schedule import cron_schedule
 from jeffrey_core.settings import Settings, get_settings
+from jeffrey_core.stack_env import settings_or_exit
 
 # Beat wakes at least this often; the lock outlives a few loops so a short stall does not hand over.
 MAX_LOOP_INTERVAL = 5
@@ -83,4 +84,5 @@ def _logging(**_: Any) -> None:
     configure_logging("beat", observability.log_level, observability.log_format)
 
 
-app = create_beat_app(get_settings())
+# Nothing configured (no REDIS_URL, no running `make run`): one line and exit 2, never 6379.
+app = create_beat_app(settings_or_exit())

@@ -20,6 +20,7 @@ from celery.signals import (
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.settings import Settings, get_settings
+from jeffrey_core.stack_env import settings_or_exit
 
 
 def create_worker_app(settings: Settings) -> Celery:
@@ -73,4 +74,5 @@ def _mark_dead(pid: int | None = None, **_: Any) -> None:
     mark_process_dead(pid or os.getpid())
 
 
-app = create_worker_app(get_settings())
+# Nothing configured (no REDIS_URL, no running `make run`): one line and exit 2, never 6379.
+app = create_worker_app(settings_or_exit())

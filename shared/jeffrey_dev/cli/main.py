@@ -1,4 +1,9 @@
-"""`jeffrey`: mint tokens, migrate the database, check settings, run the embedded stack."""
+"""`jeffrey`: mint tokens, migrate the database, check settings, run the embedded stack.
+
+From a second terminal in the project folder every command finds a running `make run` through
+var/stack.env (jeffrey_core.stack_env); the environment wins over the file. Commands that need Redis
+or the API refuse in one line when nothing says where they are.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pydantic import ValidationError
 
 from jeffrey_core.auth import Scope, mint_token
 from jeffrey_core.settings import Settings, get_settings
+from jeffrey_core.stack_env import StackNotConfiguredError, configured_settings, load_stack_env
 
 app = typer.Typer(help="Jeffrey OS dream infrastructure.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
@@ -28,12 +34,29 @@ app.add_typer(memories_app, name="memories")
 app.add_typer(dlq_app, name="dlq")
 
 
-def _settings() -> Settings:
+@app.callback()
+def _find_stack() -> None:
+    # Before any option is parsed, so options read from the environment (JEFFREY_API_URL) see the file.
+    load_stack_env()
 
+
+def _settings() -> Settings:
     try:
         return get_settings()
     except ValidationError as exc:
         typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _connected_settings() -> Settings:
+    """Settings for commands that talk to Redis: one line and exit 2 when nothing says where it is."""
+    try:
+        return configured_settings()
+    except ValidationError as exc:
+        typer.echo(f"invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except StackNotConfiguredError as exc:
+        typer.echo(f"jeffrey: {exc}", err=True)
         raise typer.Exit(2) from exc
 
 
@@ -81,7 +104,7 @@ def check_beat() -> None:
     from jeffrey_core.redis_client import create_sync_redis
     from jeffrey_core.redis_keys import RedisKeys
 
-    settings = _settings()
+    settings = _connected_settings()
     client = create_sync_redis(settings.redis)
     try:
         held = bool(client.exists(RedisKeys(settings.redis.key_prefix).redbeat_lock()))
@@ -101,8 +124,9 @@ def memories_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .jsonl or .csv file.")],
     user: Annotated[str, typer.Option("--user", "-u", help="Whose memories these are.")],
     api: Annotated[
-        str, typer.Option(envvar="JEFFREY_API_URL", help="API base URL.")
-    ] = "http://127.0.0.1:8000",
+        str | None,
+        typer.Option(envvar="JEFFREY_API_URL", help="API base URL (default: the running `make run`)."),
+    ] = None,
     token: Annotated[
         str | None,
         typer.Option(envvar="JEFFREY_TOKEN", help="Bearer token (admin to import for another user)."),
@@ -119,6 +143,7 @@ def memories_import(
     from jeffrey_core.auth import verify_token
     from jeffrey_dev.cli.importer import count_lines, import_file
 
+    api = api or _api_url()
     if token is None:
         token = _mint_for(user, var_dir)
         acting_for = None
@@ -149,6 +174,18 @@ def memories_import(
         raise typer.Exit(1)
 
 
+def _api_url() -> str:
+    """JEFFREY_API_URL (the environment, or var/stack.env of a running `make run`), else refuse."""
+    import os
+
+    url = os.environ.get("JEFFREY_API_URL")
+    if not url:
+        _connected_settings()  # says what is missing when no stack is found
+        typer.echo("jeffrey: no API address: pass --api or set JEFFREY_API_URL", err=True)
+        raise typer.Exit(2)
+    return url
+
+
 def _signing_secret(settings: Settings, var_dir: Path) -> str:
     """JEFFREY_SECRET_KEY, or in dev mode the secret `make run` generated under var/."""
     try:
@@ -170,10 +207,30 @@ def _mint_for(user: str, var_dir: Path) -> str:
 def _dead_letters() -> Any:
     from jeffrey_core.celery_factory import create_celery
     from jeffrey_core.dlq import DeadLetterQueue
-    from jeffrey_core.redis_client import create_sync_redis
 
-    settings = _settings()
-    return DeadLetterQueue(create_sync_redis(settings.redis), create_celery(settings, main="jeffrey-cli"))
+    settings = _connected_settings()
+    return DeadLetterQueue(_reachable_redis(settings), create_celery(settings, main="jeffrey-cli"))
+
+
+def _reachable_redis(settings: Settings) -> Any:
+    """A Redis client that answered PING, or one line naming the address tried and exit 1."""
+    import redis
+
+    from jeffrey_core.redis_client import create_sync_redis
+    from jeffrey_core.stack_env import loaded_from, redacted_url
+
+    client = create_sync_redis(settings.redis)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        source = f" (from {loaded_from()})" if loaded_from() else ""
+        typer.echo(
+            f"jeffrey: cannot reach Redis at {redacted_url(settings.redis.dsn())}{source}: "
+            f"{str(exc).rstrip('.')}; is the stack running? (REDIS_URL or JEFFREY_STACK_ENV point elsewhere)",
+            err=True,
+        )
+        raise typer.Exit(1) from exc
+    return client
 
 
 def _print_json(value: Any) -> None:
@@ -239,6 +296,30 @@ def dlq_purge(
     if not yes:
         typer.confirm("Delete dead letters?", abort=True)
     typer.echo(f"purged {_dead_letters().purge(older_than)}")
+
+
+@app.command("env")
+def env(
+    token: Annotated[
+        bool, typer.Option("--token", help="Also export JEFFREY_TOKEN, an admin token valid 24 h.")
+    ] = False,
+    var_dir: Annotated[Path, typer.Option(help="Embedded stack folder (for its dev secret).")] = Path("var"),
+) -> None:
+    """Print `export` lines for the stack's addresses (eval "$(jeffrey env)"), for other tools."""
+    import os
+    import shlex
+
+    from jeffrey_core.stack_env import STACK_VARIABLES
+
+    settings = _connected_settings()
+    values = {"REDIS_URL": settings.redis.dsn(), "DATABASE_URL": settings.database.url}
+    values |= {k: os.environ[k] for k in STACK_VARIABLES if k not in values and os.environ.get(k)}
+    if token:
+        values["JEFFREY_TOKEN"] = mint_token(
+            _signing_secret(settings, var_dir), "admin", ["admin", "memories"], 24 * 3600
+        )
+    for key, value in values.items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
 
 
 @stack_app.command("up")
