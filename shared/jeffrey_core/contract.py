@@ -41,6 +41,8 @@ class TaskName(StrEnum):
     DREAM_CONSOLIDATE_BATCH = "jeffrey.dream.consolidate_batch"
     # Beat's dream cycle: one run per user with enough pending memories (honours the toggle).
     DREAM_CYCLE = "jeffrey.dream.cycle"
+    # Re-send the batch of each run whose batches stopped (no heartbeat): on worker start and from beat.
+    DREAM_RECOVER = "jeffrey.dream.recover"
     # A failed-for-good task's record, parked on the dead_letter queue (nothing consumes it).
     DEAD_LETTER = "jeffrey.dlq.dead_letter"
 

@@ -46,6 +46,15 @@ class RedisKeys:
     def dream_lock_pattern(self) -> str:
         return f"{self.prefix}:dream:lock:*"
 
+    def dream_heartbeat(self, run_id: str) -> str:
+        """A run's batches are alive: set when a batch starts and when it commits, TTL the stall window
+        (2x the batch hard time limit); when it is gone the recovery sweep re-sends the run's batch."""
+        return f"{self.prefix}:dream:heartbeat:{run_id}"
+
+    def dream_recovery_lock(self) -> str:
+        """One stalled-run recovery sweep at a time (OwnedLock, TTL 30 s)."""
+        return f"{self.prefix}:dream:recovery-lock"
+
     def dream_enabled(self) -> str:
         """Scheduled dreaming on/off ("1"/"0"); no TTL, owned by POST /dream/toggle; absent means on."""
         return f"{self.prefix}:dream:enabled"

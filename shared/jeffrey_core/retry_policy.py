@@ -34,6 +34,7 @@ POLICIES: dict[TaskName, RetryPolicy] = {
     TaskName.EMOTION_ANNOTATE_PENDING: RetryPolicy(5, 2, 60),  # beat's sweep also covers it
     TaskName.DREAM_CONSOLIDATE_BATCH: RetryPolicy(10, 2, 60),  # ~10 min of database outage
     TaskName.DREAM_CYCLE: RetryPolicy(3, 5, 60),
+    TaskName.DREAM_RECOVER: RetryPolicy(0, 1, 1),  # the next sweep (beat, DREAM_RECOVERY_SECONDS) replaces it
 }
 
 

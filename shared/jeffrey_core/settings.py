@@ -155,6 +155,9 @@ class DreamSettings(_Section):
     batch_initial: int = Field(250, ge=1, validation_alias="DREAM_BATCH_INITIAL")
     target_batch_seconds: float = Field(15.0, gt=0, validation_alias="DREAM_TARGET_BATCH_SECONDS")
     lock_wait_seconds: float = Field(600.0, gt=0, validation_alias="DREAM_LOCK_WAIT_SECONDS")
+    # How often beat's sweep looks for runs whose batches stopped (a worker crashed); workers also
+    # sweep when they start. A run counts as stalled after 2x CELERY_TASK_TIME_LIMIT without a heartbeat.
+    recovery_seconds: float = Field(15.0, gt=0, validation_alias="DREAM_RECOVERY_SECONDS")
     # Sentence encoder: empty uses the packaged all-MiniLM-L6-v2 (int8 ONNX) when installed; a path to
     # an ONNX file (with DREAM_EMBEDDING_TOKENIZER, a tokenizer.json) uses that; "lexical" forces the
     # hashed-words fallback. Never downloaded.

@@ -7,19 +7,27 @@ real database (SQLite and PostgreSQL); the `send` of the context records what a 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from jeffrey_core.contract import DreamToggle, TaskName
 from jeffrey_core.locks import OwnedLock
 from jeffrey_core.settings import DatabaseSettings, DreamSettings, RedisSettings, Settings
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store.memories import NewMemory, add_memories
-from jeffrey_core.store.models import Dream, DreamRun, Memory, RunStatus, RunTrigger
+from jeffrey_core.store.models import Dream, DreamRun, Memory, RunStatus, RunTrigger, utcnow
 from jeffrey_worker import annotation, system
-from jeffrey_worker.consolidation import BatchStatus, consolidate_one_batch, dream_cycle
+from jeffrey_worker.consolidation import (
+    RECOVERY_LOCK_SECONDS,
+    BatchStatus,
+    consolidate_one_batch,
+    dream_cycle,
+    recover_stalled_runs,
+    stall_window,
+)
 from jeffrey_worker.context import WorkerContext, build_context
 from jeffrey_worker.dream import synthetic
 from tests.support.dreams import consolidated
@@ -94,6 +102,64 @@ def test_a_batch_waits_while_another_run_holds_the_users_lock(
     assert consolidate_one_batch(ctx, run_id, 0).status == BatchStatus.WAITING
     other.release()
     assert consolidate_one_batch(ctx, run_id, 0).status == BatchStatus.SUCCEEDED
+
+
+def _crash(ctx: WorkerContext, run_id: str) -> None:
+    """What a worker dying inside a batch leaves: no heartbeat, no progress for the stall window."""
+    ctx.redis.delete(ctx.keys.dream_heartbeat(run_id))
+    long_ago = utcnow() - timedelta(seconds=stall_window(ctx.settings) + 5)
+    with ctx.sessions() as session:
+        session.execute(update(DreamRun).where(DreamRun.id == run_id).values(updated_at=long_ago))
+        session.commit()
+
+
+def _mine(resent: list[tuple[str, int]] | None, run_id: str) -> list[tuple[str, int]]:
+    assert resent is not None
+    return [item for item in resent if item[0] == run_id]  # PostgreSQL is shared with other tests
+
+
+def test_a_stalled_run_is_resent_once_and_its_old_message_is_a_duplicate(
+    redis_url: str, database_url: str, user_id: str
+) -> None:
+    ctx = make_context(redis_url, database_url)
+    _add_themed(ctx, user_id, 120)
+    with ctx.sessions() as session:
+        run_id = store.create_run(session, user_id, RunTrigger.API).id
+        session.commit()
+    assert _mine(recover_stalled_runs(ctx), run_id) == [], "a new run is not stalled"
+    assert consolidate_one_batch(ctx, run_id, 0).next_seq == 1
+    assert ctx.redis.ttl(ctx.keys.dream_heartbeat(run_id)) > 0
+    assert _mine(recover_stalled_runs(ctx), run_id) == [], "a run with a heartbeat is alive"
+
+    _crash(ctx, run_id)  # batch 1's message died with its worker
+    assert _mine(recover_stalled_runs(ctx), run_id) == [(run_id, 1)]
+    assert _mine(recover_stalled_runs(ctx), run_id) == [], "claimed once: a second sweep leaves it"
+
+    outcome = consolidate_one_batch(ctx, run_id, 1)  # the re-sent batch
+    assert outcome.status == BatchStatus.CONTINUES
+    # The original message, redelivered after the visibility timeout, is dropped.
+    assert consolidate_one_batch(ctx, run_id, 1).status == BatchStatus.DUPLICATE
+    while outcome.next_seq is not None:
+        outcome = consolidate_one_batch(ctx, run_id, outcome.next_seq)
+    assert outcome.status == BatchStatus.SUCCEEDED
+    assert consolidated(database_url, user_id) == (120, 120, 120)
+    assert ctx.redis.exists(ctx.keys.dream_heartbeat(run_id)) == 0, "a finished run leaves no heartbeat"
+    assert _mine(recover_stalled_runs(ctx), run_id) == []
+
+
+def test_one_recovery_sweep_at_a_time(redis_url: str, sqlite_url: str, user_id: str) -> None:
+    ctx = make_context(redis_url, sqlite_url)
+    _add_themed(ctx, user_id, 30)
+    with ctx.sessions() as session:
+        run_id = store.create_run(session, user_id, RunTrigger.API).id
+        session.commit()
+    _crash(ctx, run_id)
+    other = OwnedLock(ctx.redis, ctx.keys.dream_recovery_lock(), "another-worker", RECOVERY_LOCK_SECONDS)
+    assert other.acquire()
+    assert recover_stalled_runs(ctx) is None
+    other.release()
+    assert recover_stalled_runs(ctx) == [(run_id, 0)]
+    assert ctx.redis.ttl(ctx.keys.dream_recovery_lock()) == -2, "the sweep lock is released"
 
 
 def test_the_cycle_honours_the_toggle_and_claims_each_slot_once(

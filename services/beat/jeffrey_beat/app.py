@@ -45,6 +45,13 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": cron_schedule(settings.dream.schedule),
             "options": _options(),
         },
+        # Runs whose batches stopped (a worker died holding the batch message): re-sent without
+        # waiting for Redis' visibility timeout.
+        "dream-recovery": {
+            "task": TaskName.DREAM_RECOVER.value,
+            "schedule": settings.dream.recovery_seconds,
+            "options": _options(settings.dream.recovery_seconds),
+        },
         "redis-hygiene": {
             "task": TaskName.REDIS_HYGIENE.value,
             "schedule": settings.celery.redis_hygiene_seconds,

@@ -6,6 +6,7 @@ itself comes from `create_celery(get_settings())` and nothing else runs at impor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -15,9 +16,12 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
 )
 
 from jeffrey_core.celery_factory import create_celery
+from jeffrey_core.contract import TaskName
+from jeffrey_core.enqueue import Caller, send
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.settings import Settings, get_settings
 from jeffrey_core.stack_env import settings_or_exit
@@ -53,6 +57,17 @@ def _serve_metrics(**_: Any) -> None:
         from jeffrey_worker.metrics import start_exporter
 
         start_exporter(settings.metrics_host, settings.metrics_port)
+
+
+@worker_ready.connect
+def _recover_stalled_runs(**_: Any) -> None:
+    # A worker that starts (often: restarts after a crash) looks for dream runs whose batch message
+    # died with a worker, instead of leaving them to Redis' visibility timeout. Best effort: beat's
+    # sweep (DREAM_RECOVERY_SECONDS) covers a send that fails here.
+    try:
+        send(app, TaskName.DREAM_RECOVER, caller=Caller.REQUEST)
+    except Exception:  # startup must not fail on a best-effort kick
+        logging.getLogger(__name__).warning("could not send the stalled-run recovery sweep", exc_info=True)
 
 
 @worker_process_init.connect

@@ -6,12 +6,19 @@ should happen next (`BatchOutcome`): the Celery task, the benchmark and the test
 act on the outcome — send the next batch, retry later, or stop. A soft time limit rolls the batch
 back and halves B; database errors propagate (the task retries them with backoff); anything else
 fails the run and frees the lock.
+
+Each live batch refreshes the run's heartbeat (a Redis key with a TTL of the stall window, twice a
+batch's hard time limit). `recover_stalled_runs` finds active runs whose heartbeat is gone and which
+made no progress for as long — their batch message died with a worker — and claims each once, so
+the caller re-sends that batch without waiting for Redis' visibility timeout. When the original
+message is redelivered later, its `seq` no longer matches the run and it is dropped as a duplicate.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -25,6 +32,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from jeffrey_core.contract import DreamToggle
 from jeffrey_core.locks import OwnedLock
 from jeffrey_core.schedule import schedule_slot
+from jeffrey_core.settings import Settings
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store.models import DreamRun, RunStatus, RunTrigger
 from jeffrey_worker.context import WorkerContext
@@ -33,6 +41,7 @@ from jeffrey_worker.emotion_service import record_predictions
 
 log = logging.getLogger(__name__)
 LOCK_RETRY_SECONDS = 2.0
+RECOVERY_LOCK_SECONDS = 30.0
 
 
 class UnknownRunError(ValueError):
@@ -73,6 +82,7 @@ def consolidate_one_batch(ctx: WorkerContext, run_id: str, seq: int | None = Non
     if isinstance(header, BatchOutcome):
         return header
     user_id, waited = header
+    heartbeat(ctx, run_id)  # this copy is alive, even while it waits for the user's lock
     settings = ctx.settings
     lock = OwnedLock(ctx.redis, ctx.keys.dream_lock(user_id), run_id, settings.celery.task_time_limit + 30)
     if not lock.acquire():
@@ -167,9 +177,11 @@ def _after_commit(
     ctx.publish("run.batch", run_id=run_id, user_id=user_id, **progress, **sizes, **state)
     if state["status"] == RunStatus.SUCCEEDED:
         lock.release()
+        ctx.redis.delete(ctx.keys.dream_heartbeat(run_id))
         ctx.publish("run.finished", run_id=run_id, user_id=user_id, **state)
         return BatchOutcome(run_id, BatchStatus.SUCCEEDED, batch_size=size, snapshot=state)
     lock.extend()
+    heartbeat(ctx, run_id)  # the next batch is on its way
     return BatchOutcome(
         run_id, BatchStatus.CONTINUES, next_seq=state["batches"], batch_size=size, snapshot=state
     )
@@ -200,7 +212,44 @@ def fail_run(ctx: WorkerContext, run_id: str, lock: OwnedLock, error: str) -> Ba
             session.commit()
             ctx.publish("run.failed", run_id=run.id, user_id=run.user_id, error=error[:500])
     lock.release()
+    ctx.redis.delete(ctx.keys.dream_heartbeat(run_id))
     return BatchOutcome(run_id, BatchStatus.FAILED, error=error)
+
+
+def stall_window(settings: Settings) -> int:
+    """Seconds without a heartbeat after which a run's batches count as stopped: twice the hard time
+    limit of a batch, so a batch that is merely slow is never taken for a dead one."""
+    return 2 * settings.celery.task_time_limit
+
+
+def heartbeat(ctx: WorkerContext, run_id: str) -> None:
+    ctx.redis.set(ctx.keys.dream_heartbeat(run_id), "batch", ex=stall_window(ctx.settings))
+
+
+def recover_stalled_runs(ctx: WorkerContext) -> list[tuple[str, int]] | None:
+    """(run id, batch to re-send) of each active run whose batches stopped; None when another sweep runs.
+
+    Stalled: no heartbeat and no progress in the database for the stall window. Each run is claimed
+    with SET NX on its heartbeat (which also gives the re-sent batch a full window to start), under
+    a sweep lock, so two workers starting together re-send it once between them.
+    """
+    lock = OwnedLock(ctx.redis, ctx.keys.dream_recovery_lock(), uuid.uuid4().hex, RECOVERY_LOCK_SECONDS)
+    if not lock.acquire():
+        return None
+    try:
+        window = stall_window(ctx.settings)
+        with ctx.sessions() as session:
+            quiet = [(run.id, run.batches) for run in store.stale_runs(session, timedelta(seconds=window))]
+        claimed = [
+            (run_id, seq)
+            for run_id, seq in quiet
+            if ctx.redis.set(ctx.keys.dream_heartbeat(run_id), "recovery", nx=True, ex=window)
+        ]
+    finally:
+        lock.release()
+    for run_id, seq in claimed:
+        log.warning("dream run %s stalled (no heartbeat for %ss): re-sending batch %d", run_id, window, seq)
+    return claimed
 
 
 @dataclass
@@ -223,10 +272,8 @@ def dream_cycle(ctx: WorkerContext, now: float | None = None) -> CycleOutcome:
     slot = ctx.keys.dream_cycle_slot(schedule_slot(time.time() if now is None else now))
     if not ctx.redis.set(slot, "1", nx=True, ex=3600):
         return CycleOutcome(skipped="slot already handled")
-    outcome = CycleOutcome()
-    stale_after = timedelta(seconds=3 * ctx.settings.celery.task_time_limit)
+    outcome = CycleOutcome(resent=recover_stalled_runs(ctx) or [])
     with ctx.sessions() as session:
-        outcome.resent = [(run.id, run.batches) for run in store.stale_runs(session, stale_after)]
         for user_id, _pending in store.users_with_pending(session, ctx.settings.dream.min_pending):
             if store.active_run(session, user_id) is None:
                 outcome.started.append(store.create_run(session, user_id, RunTrigger.SCHEDULE).id)

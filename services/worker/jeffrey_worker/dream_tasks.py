@@ -8,7 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from jeffrey_core.contract import TaskName
-from jeffrey_worker.consolidation import LOCK_RETRY_SECONDS, BatchStatus, consolidate_one_batch, dream_cycle
+from jeffrey_worker.consolidation import (
+    LOCK_RETRY_SECONDS,
+    BatchStatus,
+    consolidate_one_batch,
+    dream_cycle,
+    recover_stalled_runs,
+)
 from jeffrey_worker.reliability import jeffrey_task
 
 
@@ -34,3 +40,15 @@ def cycle(self: Any) -> dict[str, Any]:
     for run_id, seq in outcome.resent:
         ctx.send(TaskName.DREAM_CONSOLIDATE_BATCH, run_id=run_id, seq=seq)
     return outcome.as_result()
+
+
+@jeffrey_task(TaskName.DREAM_RECOVER.value, bind=True, ignore_result=True)
+def recover(self: Any) -> dict[str, Any]:
+    """Re-send the batch of each run whose batches stopped (sent on worker start and by beat)."""
+    ctx = self.ctx
+    resent = recover_stalled_runs(ctx)
+    if resent is None:
+        return {"skipped": "another recovery sweep is running"}
+    for run_id, seq in resent:
+        ctx.send(TaskName.DREAM_CONSOLIDATE_BATCH, run_id=run_id, seq=seq)
+    return {"resent": [run_id for run_id, _ in resent]}

@@ -61,7 +61,8 @@ def active_run(session: Session, user_id: str) -> DreamRun | None:
 
 
 def stale_runs(session: Session, older_than: timedelta) -> Sequence[DreamRun]:
-    """Active runs without progress for a while: their batch message was lost and needs re-sending."""
+    """Active runs without progress in the database for a while: candidates for re-sending their batch
+    (the worker's recovery sweep also requires the run's Redis heartbeat to be gone)."""
     cutoff = utcnow() - older_than
     return session.scalars(
         select(DreamRun).where(DreamRun.status.in_(ACTIVE), DreamRun.updated_at < cutoff)
