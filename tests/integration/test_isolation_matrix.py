@@ -232,7 +232,7 @@ def check(world: World, role: str, op: Operation) -> list[str]:
         return (
             [] if answer.status == 401 and code_of(answer) in {"unauthorized", "invalid_token"} else [where]
         )
-    if role == "no_scope" or expect.access is Access.ADMIN and role != "admin":
+    if role == "no_scope" or (expect.access is Access.ADMIN and role != "admin"):
         return [] if answer.status == 403 and code_of(answer) == "forbidden" else [where]
     if role == "other":
         return check_other(world, op, answer, where)
