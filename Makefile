@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev test test-chaos dashboards promtool train-emotion eval-emotion eval-dreams bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ run: $(STAMP) ## Start the embedded stack: Redis, SQLite, api, worker, beat, flo
 dev: $(STAMP) ## Same as run, with API and workers reloading on code changes
 	$(BIN)/jeffrey stack up --reload
 
-test: $(STAMP) lint ## Lint, then the whole suite: unit (incl. promtool), integration, e2e, chaos
+test: $(STAMP) lint ## Lint, then the whole suite: unit (incl. promtool, amtool), integration, e2e, chaos
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP) ## Only the unit tests
@@ -79,3 +79,6 @@ dashboards: $(STAMP) ## Regenerate the Grafana dashboards from monitoring/grafan
 
 promtool: ## Check the Prometheus config and alert rules, and run the alert unit tests (needs promtool)
 	cd monitoring/prometheus && promtool check config prometheus.yml && promtool check rules rules/*.yml && promtool test rules tests/*.test.yml
+
+alertmanager: $(STAMP) ## Render and check the Alertmanager configs and their routing tests (needs amtool)
+	$(BIN)/pytest -q tests/unit/test_monitoring.py -k "alertmanager or routes or inhibitions or render"

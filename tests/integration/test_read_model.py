@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.orm import Session
 
-from jeffrey_api.read_model import read_dream_view
+from jeffrey_api.read_model import read_dream_view, read_users_due
 from jeffrey_core.settings import DatabaseSettings
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store import memories as repo
@@ -95,3 +95,20 @@ def test_everyones_view_adds_the_users_up(fresh_session: Session) -> None:
     assert v.dreams_by_emotion == {"joy": 3}
     assert v.run_durations == (5.0, 5.0, 5.0, 30.0, 30.0, 30.0)
     assert v.last_run is not None and v.last_run.status in set(RunStatus)
+
+
+def test_users_due_counts_users_at_or_above_the_minimum(session: Session, user_id: str) -> None:
+    """Each seed leaves 3 memories pending; JeffreyNoDreamSuccess24h reads this count
+    (jeffrey_dream_users_due). The PostgreSQL database is shared by the session's tests: compare
+    with the count before seeding."""
+    before_3, before_4 = read_users_due(session, 3), read_users_due(session, 4)
+    seed(session, user_id)
+    seed(session, user_id + "-other")
+    assert read_users_due(session, 3) == before_3 + 2
+    assert read_users_due(session, 4) == before_4
+
+
+def test_users_due_on_a_fresh_database_is_zero(fresh_session: Session) -> None:
+    assert read_users_due(fresh_session, 1) == 0
+    seed(fresh_session, "ann")
+    assert read_users_due(fresh_session, 1) == 1 and read_users_due(fresh_session, 4) == 0

@@ -15,7 +15,8 @@ from tests.support.processes import ROOT
 
 pytestmark = pytest.mark.unit
 LONG_RUNNING = {"redis", "postgres", "api", "worker", "beat", "flower", "prometheus", "grafana"}
-PUBLISHED = {"api": 8000, "flower": 5555, "prometheus": 9090, "grafana": 3000}
+LONG_RUNNING |= {"alertmanager"}
+PUBLISHED = {"api": 8000, "flower": 5555, "prometheus": 9090, "alertmanager": 9093, "grafana": 3000}
 
 
 def compose_binary() -> str | None:
@@ -140,8 +141,21 @@ def test_base_images_are_pinned_by_exact_version() -> None:
     text = (ROOT / "compose.yaml").read_text()
     images = re.findall(r"^\s+image:\s*(\S+)", text, re.MULTILINE)
     third_party = [image for image in images if not image.startswith("jeffrey-os:")]
-    assert len(third_party) == 4
+    assert len(third_party) == 5  # redis, postgres, prometheus, alertmanager, grafana
     for image in third_party:
         assert exact.match(image), image
     froms = re.findall(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     assert froms and all(exact.match(image) for image in froms), froms
+
+
+def test_alert_delivery_secrets_only_reach_alertmanager(config: dict[str, Any]) -> None:
+    services = config["services"]
+    alertmanager = services["alertmanager"]
+    assert alertmanager["environment"]["ALERTMANAGER_WEBHOOK_URL"].startswith("https://")
+    assert alertmanager["environment"]["ALERTMANAGER_CONFIG"] == "alertmanager.yml"
+    assert "render-config.awk" in " ".join(alertmanager["command"])
+    assert {"backend", "edge"} <= set(alertmanager["networks"])
+    for name in ("api", "worker", "beat", "flower", "migrate"):
+        env = services[name]["environment"]
+        for secret in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_PASSWORD"):
+            assert env.get(f"ALERTMANAGER_{secret}") == "", (name, secret)

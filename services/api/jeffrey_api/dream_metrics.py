@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from jeffrey_api.dream_state import read_view
-from jeffrey_api.read_model import DreamView, QueueView, read_hygiene, read_queue_view
+from jeffrey_api.read_model import DreamView, QueueView, read_hygiene, read_queue_view, read_users_due
 from jeffrey_api.state import AppState
 from jeffrey_core.contract import DreamToggle, Queue
 from jeffrey_core.store.models import RunStatus
@@ -47,6 +47,7 @@ class DreamCollector(Collector):
         up = 1.0
         try:
             families += dream_families(read_view(state, None))
+            families.append(_users_due(state))
         except Exception as exc:
             log.warning("dream metrics: database read failed (%s)", exc.__class__.__name__)
             up = 0.0
@@ -89,6 +90,16 @@ class DreamCollector(Collector):
                 1.0 if DreamToggle.is_on(enabled) else 0.0,
             ),
         ]
+
+
+def _users_due(state: AppState) -> GaugeMetricFamily:
+    with state.sessions() as session:
+        due = read_users_due(session, state.settings.dream.min_pending)
+    return GaugeMetricFamily(
+        "jeffrey_dream_users_due",
+        "Users with at least DREAM_MIN_PENDING memories not consolidated (dreams are due for them).",
+        due,
+    )
 
 
 def dream_families(view: DreamView) -> list[Any]:

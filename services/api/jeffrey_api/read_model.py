@@ -5,6 +5,7 @@ saturation) are computed here once, so the three consumers cannot disagree:
 
 - `read_dream_view(session, user_id)`: runs by status, last run, last success, quality, pending
   and consolidated memories, dreams by emotion, run durations (one user, or everyone with None);
+- `read_users_due(session, minimum)`: how many users the next scheduled pass would dream for;
 - `read_queue_view(redis, admission)`: depth, admission limit and saturation of each Celery queue;
 - `read_hygiene(redis, keys)`: the periodic report of Redis keys without a TTL.
 """
@@ -92,6 +93,11 @@ def read_dream_view(session: Session, user_id: str | None = None) -> DreamView:
         dreams_by_emotion=_dreams_by_emotion(session, user_id),
         run_durations=tuple(sorted(_run_durations(session, user_id))),
     )
+
+
+def read_users_due(session: Session, minimum: int) -> int:
+    """Users with at least `minimum` memories not consolidated: the scheduled pass starts a run for each."""
+    return len(store.users_with_pending(session, minimum))
 
 
 def _consolidated(session: Session, user_id: str | None) -> int:
