@@ -35,6 +35,15 @@ def build_breaker(
     )
 
 
+def slow_threshold(base_seconds: float, seconds_per_kchar: float, chars: int) -> float:
+    """Seconds a call over `chars` characters may take before it counts as slow for its breaker.
+
+    Slowness is judged per input size, not per call: a breaker shared by every user must not be
+    opened by one user's large but valid input, only by work that is slow for its size.
+    """
+    return base_seconds + seconds_per_kchar * max(0, chars) / 1000
+
+
 @dataclass(frozen=True)
 class BreakerSnapshot:
     state: str  # closed | open | half-open

@@ -137,8 +137,11 @@ class ApiSettings(_Section):
 class EmotionSettings(_Section):
     detect_timeout: float = Field(5.0, gt=0, le=60, validation_alias="EMOTION_DETECT_TIMEOUT")
     annotate_batch_size: int = Field(64, ge=1, le=1000, validation_alias="EMOTION_ANNOTATE_BATCH_SIZE")
-    # A batch slower than this counts as a failure for the breaker (its result is still used).
+    # A batch slower than slow_seconds + slow_seconds_per_kchar per 1,000 characters of its texts
+    # counts as a failure for the breaker (its result is still used): slowness is judged per input
+    # size, so one user's large (valid) batch does not open the breaker every user shares.
     slow_seconds: float = Field(2.0, gt=0, validation_alias="EMOTION_SLOW_SECONDS")
+    slow_seconds_per_kchar: float = Field(0.01, ge=0, validation_alias="EMOTION_SLOW_SECONDS_PER_KCHAR")
     breaker_fail_max: int = Field(5, ge=1, validation_alias="EMOTION_BREAKER_FAIL_MAX")
     breaker_reset_seconds: float = Field(30.0, gt=0, validation_alias="EMOTION_BREAKER_RESET_SECONDS")
     sweep_seconds: float = Field(15.0, gt=0, validation_alias="EMOTION_SWEEP_SECONDS")

@@ -1,6 +1,8 @@
 """The emotion model as a dependency: a circuit breaker (state shared in Redis) and a fallback.
 
-Failures and slow batches (over EMOTION_SLOW_SECONDS) count against the breaker; after
+Failures and slow batches count against the breaker: slow means over EMOTION_SLOW_SECONDS plus
+EMOTION_SLOW_SECONDS_PER_KCHAR per 1,000 characters of the batch's texts (judged per input size,
+so one user's large but valid batch cannot open the breaker every user shares); after
 EMOTION_BREAKER_FAIL_MAX in a row it opens and every call answers the fallback at once: `method`
 `fallback:breaker_open`, label neutral, confidence 0.15 (French keeps its lexicon label). After
 EMOTION_BREAKER_RESET_SECONDS one call is let through (half-open); success closes it again.
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import pybreaker
 import redis
 
-from jeffrey_core.breaker import build_breaker
+from jeffrey_core.breaker import build_breaker, slow_threshold
 from jeffrey_core.contract import EMOTION_BREAKER
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import EmotionSettings
@@ -31,8 +33,11 @@ BREAKER_NAME = EMOTION_BREAKER
 class SlowInferenceError(Exception):
     """The model answered, but too slowly: counts as a failure, the answer is still used."""
 
-    def __init__(self, results: list[EmotionResult], seconds: float) -> None:
-        super().__init__(f"emotion inference took {seconds:.2f}s")
+    def __init__(self, results: list[EmotionResult], seconds: float, chars: int) -> None:
+        # Sizes only: the message may be logged, and texts are the users' own words.
+        super().__init__(
+            f"emotion inference took {seconds:.2f}s for {len(results)} texts, {chars} characters"
+        )
         self.results = results
 
 
@@ -46,6 +51,7 @@ class GuardedDetector:
     breaker: pybreaker.CircuitBreaker
     settings: EmotionSettings
     metrics: WorkerMetrics = field(default_factory=worker_metrics)
+    clock: Callable[[], float] = time.perf_counter
 
     def detect(self, texts: list[str]) -> list[EmotionResult]:
         """Model results, or fallback results saying why; never raises for a model problem."""
@@ -65,16 +71,22 @@ class GuardedDetector:
         metrics.breaker_state.set(BREAKER_STATES.get(self.breaker.current_state, 1))
         return results
 
+    def slow_after(self, texts: list[str]) -> float:
+        """Seconds this batch may take before it counts as slow (grows with its characters)."""
+        chars = sum(len(t) for t in texts)
+        return slow_threshold(self.settings.slow_seconds, self.settings.slow_seconds_per_kchar, chars)
+
     def _timed(self, texts: list[str]) -> list[EmotionResult]:
-        started = time.perf_counter()
+        started = self.clock()
+        limit = self.slow_after(texts)
         if self.settings.fault == "fail":
             raise InjectedFaultError("EMOTION_FAULT=fail")
         if self.settings.fault == "slow":
-            time.sleep(self.settings.slow_seconds + 0.05)
+            time.sleep(limit + 0.05)
         results = self.detect_raw(texts)
-        elapsed = time.perf_counter() - started
-        if elapsed > self.settings.slow_seconds:
-            raise SlowInferenceError(results, elapsed)
+        elapsed = self.clock() - started
+        if elapsed > limit:
+            raise SlowInferenceError(results, elapsed, sum(len(t) for t in texts))
         return results
 
 

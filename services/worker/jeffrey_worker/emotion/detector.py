@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from jeffrey_core.contract import EKMAN_LABELS
+from jeffrey_core.contract import EKMAN_LABELS, MAX_TEXT_CHARS
 from jeffrey_worker.emotion.artefact import DEFAULT_ARTEFACT
 from jeffrey_worker.emotion.french import FrenchLexiconModel
 from jeffrey_worker.emotion.language import detect_language
@@ -29,7 +29,11 @@ class EmotionDetector:
         return self.english.version
 
     def detect(self, texts: list[str]) -> list[EmotionResult]:
-        """One result per text, in order."""
+        """One result per text, in order.
+
+        Each text is read up to MAX_TEXT_CHARS (the contract's limit, which the API and the worker
+        already enforce): whatever reaches the models, the work per text is bounded."""
+        texts = [bounded(t) for t in texts]
         langs = [detect_language(t) for t in texts]
         results: list[EmotionResult | None] = [None] * len(texts)
         french = [i for i, lang in enumerate(langs) if lang == "fr"]
@@ -42,12 +46,18 @@ class EmotionDetector:
         return [r for r in results if r is not None]
 
 
+def bounded(text: str) -> str:
+    """The part of `text` the models read: at most MAX_TEXT_CHARS characters."""
+    return text[:MAX_TEXT_CHARS]
+
+
 def fallback_result(text: str, reason: str) -> EmotionResult:
     """What annotation answers while the model is unavailable: neutral, said plainly, low confidence.
 
     The French lexicon still runs (it is pure Python and cannot be "slow" the way the model can), so
     French texts keep a useful label; `method` names the fallback either way.
     """
+    text = bounded(text)
     lang = detect_language(text)
     if lang == "fr":
         result = FrenchLexiconModel().predict([text])[0]

@@ -129,6 +129,59 @@ def _tokens(text: str) -> list[str]:
     return _TOKEN.findall(fold(text))
 
 
+@dataclass(frozen=True)
+class CueIndex:
+    """The cues keyed by what the token where they start must be, so matching is linear in the text.
+
+    A one-word cue is a stem: it matches a token that starts with it, so a token is looked up by its
+    prefixes of the stems' lengths (at most `len(stem_lengths)` lookups). A multiword idiom matches
+    its first word exactly, then the following tokens. Work per token is bounded by the lexicon, not
+    by the text; matches come back in lexicon order, as scanning every cue at every token gave them.
+    """
+
+    cues: tuple[_Cue, ...]
+    by_stem: dict[str, tuple[int, ...]]  # one-word stem → positions in `cues`
+    by_first_word: dict[str, tuple[int, ...]]  # an idiom's first word → positions in `cues`
+    stem_lengths: tuple[int, ...]  # ascending
+
+    @classmethod
+    def build(cls, cues: list[_Cue]) -> CueIndex:
+        by_stem: dict[str, list[int]] = {}
+        by_first_word: dict[str, list[int]] = {}
+        for position, cue in enumerate(cues):
+            index = by_stem if len(cue.words) == 1 else by_first_word
+            index.setdefault(cue.words[0], []).append(position)
+        return cls(
+            cues=tuple(cues),
+            by_stem={k: tuple(v) for k, v in by_stem.items()},
+            by_first_word={k: tuple(v) for k, v in by_first_word.items()},
+            stem_lengths=tuple(sorted({len(stem) for stem in by_stem})),
+        )
+
+    def matches_at(self, tokens: list[str], i: int) -> list[_Cue]:
+        """The cues that match `tokens` starting at position `i`, in lexicon order."""
+        token = tokens[i]
+        found: list[int] = []
+        for length in self.stem_lengths:
+            if length > len(token):
+                break
+            found.extend(self.by_stem.get(token[:length], ()))
+        for position in self.by_first_word.get(token, ()):
+            words = self.cues[position].words
+            rest = tokens[i + 1 : i + len(words)]
+            if (
+                len(rest) == len(words) - 1
+                and rest[:-1] == list(words[1:-1])
+                and rest[-1].startswith(words[-1])
+            ):
+                found.append(position)
+        found.sort()
+        return [self.cues[position] for position in found]
+
+
+INDEX = CueIndex.build(_CUES)
+
+
 class FrenchLexiconModel:
     """Scores the Ekman classes by lexicon cues; returns the same shape as the English model."""
 
@@ -142,14 +195,7 @@ class FrenchLexiconModel:
         evidence = dict.fromkeys(EKMAN_LABELS, 0.0)
         fine_evidence: dict[str, float] = {}
         for i in range(len(tokens)):
-            for cue in _CUES:
-                n = len(cue.words)
-                window = tokens[i : i + n]
-                if len(window) < n or not all(
-                    tok.startswith(w) if j == n - 1 else tok == w
-                    for j, (tok, w) in enumerate(zip(window, cue.words, strict=True))
-                ):
-                    continue
+            for cue in INDEX.matches_at(tokens, i):
                 negated = any(t in _NEGATIONS or t.startswith("n'") for t in tokens[max(0, i - 3) : i])
                 label, fine = cue.label, cue.fine
                 if negated and label == "joy":
