@@ -77,6 +77,10 @@ class RedisKeys:
         window (2 min for "120/minute", 2 h for "6/hour")."""
         return f"{self.prefix}:ratelimit"
 
+    def revoked_token(self, jti: str) -> str:
+        """A revoked access token's id (jeffrey_core.revocation); TTL: until the token would have expired."""
+        return f"{self.prefix}:revoked:{jti}"
+
     def events_channel(self) -> str:
         """Pub/sub channel of run progress events (nothing stored)."""
         return f"{self.prefix}:events"

@@ -21,6 +21,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from jeffrey_core.contract import Queue
 
 MIN_SECRET_LENGTH = 32
+# The longest an access token may live (JEFFREY_TOKEN_MAX_TTL_SECONDS default; production's ceiling).
+MAX_TOKEN_TTL_SECONDS = 30 * 24 * 3600
 # Low-entropy refusal ("a" * 32, "abcdefgh" * 4): a random hex or base64 secret of 32 characters
 # passes these with a wide margin (200,000 draws of secrets.token_hex(16): at least 9 distinct
 # characters and 2.9 bits per character).
@@ -51,13 +53,25 @@ class _Section(BaseSettings):
 class SecuritySettings(_Section):
     mode: Literal["dev", "prod"] = Field("dev", validation_alias="SECURITY_MODE")
     secret_key: SecretStr | None = Field(None, validation_alias="JEFFREY_SECRET_KEY")
-    token_ttl_seconds: int = Field(30 * 24 * 3600, gt=0, validation_alias="JEFFREY_TOKEN_TTL_SECONDS")
+    # Default lifetime of `jeffrey token create`; any token living longer than the maximum (exp - iat)
+    # is refused at mint and at verify. Production refuses a default above the maximum, and a maximum
+    # above MAX_TOKEN_TTL_SECONDS.
+    token_ttl_seconds: int = Field(24 * 3600, gt=0, validation_alias="JEFFREY_TOKEN_TTL_SECONDS")
+    token_max_ttl_seconds: int = Field(
+        MAX_TOKEN_TTL_SECONDS, gt=0, le=365 * 24 * 3600, validation_alias="JEFFREY_TOKEN_MAX_TTL_SECONDS"
+    )
+    # `kid` of JEFFREY_SECRET_KEY (default: its fingerprint) and the keys still accepted for verification
+    # after a rotation: "kid:secret,kid:secret" (jeffrey_core.auth.parse_verify_keys).
+    key_id: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]{1,64}$", validation_alias="JEFFREY_KEY_ID")
+    verify_keys: SecretStr | None = Field(None, validation_alias="JEFFREY_VERIFY_KEYS")
+    # The revocation lookup's Redis call gives up after this long (see docs/security.md for what then).
+    revocation_timeout: float = Field(0.5, gt=0, le=5, validation_alias="JEFFREY_REVOCATION_TIMEOUT")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"],
         validation_alias="CORS_ORIGINS",
     )
 
-    @field_validator("secret_key", mode="before")
+    @field_validator("secret_key", "verify_keys", "key_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # Compose blanks it in the services that never verify or mint tokens.
@@ -328,13 +342,14 @@ def production_problems(settings: Settings) -> list[str]:
             secrets.append((name, value))
 
     _check_secrets(settings, check, problems)
-    problems += _reused(secrets) + _test_hooks(settings) + _cors(settings)
+    problems += _reused(secrets) + _test_hooks(settings) + _cors(settings) + _token_lifetimes(settings)
     return problems
 
 
 def _check_secrets(settings: Settings, check: Callable[[str, str | None], None], problems: list[str]) -> None:
     if settings.security.secret_key is not None:
         check("JEFFREY_SECRET_KEY", settings.security.secret_key.get_secret_value())
+    _check_verify_keys(_reveal(settings.security.verify_keys), check, problems)
     redis_url_password = _password_in_url(settings.redis.url)
     if settings.redis.password is not None or redis_url_password is None:
         check("REDIS_PASSWORD", _reveal(settings.redis.password))
@@ -370,6 +385,29 @@ def _test_hooks(settings: Settings) -> list[str]:
 def _cors(settings: Settings) -> list[str]:
     origins = {origin.strip().lower() for origin in settings.security.cors_origins}
     return [f"CORS_ORIGINS must not allow '{w}'" for w in ("*", "null") if w in origins]
+
+
+def _token_lifetimes(settings: Settings) -> list[str]:
+    security, problems = settings.security, []
+    if security.token_max_ttl_seconds > MAX_TOKEN_TTL_SECONDS:
+        problems.append(f"JEFFREY_TOKEN_MAX_TTL_SECONDS must not exceed {MAX_TOKEN_TTL_SECONDS} s (30 days)")
+    if security.token_ttl_seconds > min(security.token_max_ttl_seconds, MAX_TOKEN_TTL_SECONDS):
+        problems.append("JEFFREY_TOKEN_TTL_SECONDS must not exceed JEFFREY_TOKEN_MAX_TTL_SECONDS")
+    return problems
+
+
+def _check_verify_keys(
+    raw: str | None, check: Callable[[str, str | None], None], problems: list[str]
+) -> None:
+    """Every previous key still accepted must be as strong as a signing key (and not reuse one)."""
+    if not raw:
+        return
+    for position, entry in enumerate((e.strip() for e in raw.split(",") if e.strip()), start=1):
+        kid, colon, secret = entry.partition(":")
+        if colon and not re.match(r"^[A-Za-z0-9._-]{1,64}$", kid):
+            problems.append(f"JEFFREY_VERIFY_KEYS entry {position} is not kid:secret")
+            continue
+        check(f"JEFFREY_VERIFY_KEYS (key {position})", secret if colon else entry)
 
 
 def _check_flower(

@@ -107,6 +107,20 @@ def test_prod_accepts_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().is_prod
 
 
+def test_prod_accepts_a_rotated_out_key_and_token_lifetimes_within_the_maximum(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _prod_env(
+        monkeypatch,
+        JEFFREY_VERIFY_KEYS=f"k1:{STRONG_REDIS[::-1]}",
+        JEFFREY_KEY_ID="k2",
+        JEFFREY_TOKEN_TTL_SECONDS=str(7 * 86400),
+        JEFFREY_TOKEN_MAX_TTL_SECONDS=str(7 * 86400),
+    )
+    security = Settings().security
+    assert security.token_ttl_seconds == security.token_max_ttl_seconds == 7 * 86400
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
@@ -132,6 +146,18 @@ def test_prod_accepts_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
             STRONG_DB,
             "GF_SECURITY_ADMIN_PASSWORD reuses the value of DATABASE_URL (password)",
         ),
+        (
+            "JEFFREY_TOKEN_TTL_SECONDS",
+            str(31 * 86400),
+            "JEFFREY_TOKEN_TTL_SECONDS must not exceed JEFFREY_TOKEN_MAX_TTL_SECONDS",
+        ),
+        ("JEFFREY_TOKEN_MAX_TTL_SECONDS", str(90 * 86400), "JEFFREY_TOKEN_MAX_TTL_SECONDS must not exceed"),
+        (
+            "JEFFREY_VERIFY_KEYS",
+            f"k1:{STRONG}",
+            "JEFFREY_VERIFY_KEYS (key 1) reuses the value of JEFFREY_SECRET_KEY",
+        ),
+        ("JEFFREY_VERIFY_KEYS", f"k1:{STRONG_DB[::-1]},k2:short", "JEFFREY_VERIFY_KEYS (key 2) is shorter"),
     ],
 )
 def test_prod_refuses_weak_settings(
@@ -214,6 +240,12 @@ API_START = [sys.executable, "-c", "import jeffrey_api.main as m; m.create_app()
         ({"JEFFREY_SECRET_KEY": "q" * 40}, "JEFFREY_SECRET_KEY has too little entropy", "q" * 40),
         ({"REDIS_PASSWORD": STRONG}, "REDIS_PASSWORD reuses the value of JEFFREY_SECRET_KEY", STRONG),
         ({"CORS_ORIGINS": "null"}, "CORS_ORIGINS must not allow 'null'", None),
+        ({"JEFFREY_TOKEN_TTL_SECONDS": "3888000"}, "JEFFREY_TOKEN_TTL_SECONDS must not exceed", "3888000"),
+        (
+            {"JEFFREY_VERIFY_KEYS": "old:Old-key-but-short"},
+            "JEFFREY_VERIFY_KEYS (key 1)",
+            "Old-key-but-short",
+        ),
     ],
 )
 def test_prod_refusals_exit_non_zero_naming_the_variable_never_its_value(

@@ -3,18 +3,28 @@ query parameters every listing shares (UserIdQuery, LimitQuery, CursorDep)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
+from starlette.types import Scope
 
-from jeffrey_api.errors import ApiError
+from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.state import AppState
 from jeffrey_api.validation import bounded_utc, safe_text
-from jeffrey_core.auth import Principal, Scope, TokenError, verify_token
+from jeffrey_core.auth import Principal, TokenError, key_ring, verify_token
+from jeffrey_core.auth import Scope as TokenScope
+from jeffrey_core.revocation import is_revoked
 from jeffrey_core.settings import Settings
 from jeffrey_core.store.pagination import Cursor, InvalidCursorError
+
+log = logging.getLogger(__name__)
 
 
 def get_state(request: Request) -> AppState:
@@ -40,9 +50,18 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 _BEARER_HINT = {"WWW-Authenticate": "Bearer"}
+# What /docs shows as the Authorize button; auto_error=False so errors keep the project's envelope.
+bearer_scheme = HTTPBearer(
+    auto_error=False, description="An access token from `jeffrey token create` (JWT, HS256)."
+)
+# Keys of the per-request `scope["state"]` (what routes read as `request.state`).
+PRINCIPAL_STATE_KEY = "principal"
+_AUTH_RESULT_KEY = "jeffrey.auth_result"
 
 
-def get_principal(request: Request, settings: SettingsDep) -> Principal:
+def verify_request_token(request: Request, settings: Settings) -> Principal:
+    """The principal of the request's bearer token (signature, kid, aud, lifetime, claims); 401 otherwise.
+    Revocation needs Redis and is checked by `authenticate`."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if not header:
@@ -53,17 +72,99 @@ def get_principal(request: Request, settings: SettingsDep) -> Principal:
         raise ApiError(
             401, "unauthorized", "Authorization header must be 'Bearer <token>'", headers=_BEARER_HINT
         )
+    security = settings.security
     try:
-        return verify_token(settings.require_secret_key(), token.strip())
+        return verify_token(key_ring(security), token.strip(), max_ttl_seconds=security.token_max_ttl_seconds)
     except TokenError as exc:
         raise ApiError(401, exc.code, exc.message, headers=_BEARER_HINT) from exc
+
+
+async def authenticate(scope: Scope, settings: Settings) -> Principal | ApiError:
+    """The request's principal, or the error it deserves: the token is verified, and looked up in the
+    revocation set, once per request and the outcome kept in `scope["state"]`, so the rate limiter, the
+    auth middleware and the routes' dependencies share one verification (a valid principal is also
+    readable downstream as `request.state.principal`)."""
+    state = scope.setdefault("state", {})
+    result: Principal | ApiError | None = state.get(_AUTH_RESULT_KEY)
+    if result is None:
+        try:
+            result = verify_request_token(Request(scope), settings)
+            gate, app_state = _revocation_gate(scope, settings)
+            await gate.refuse_revoked(result, app_state)
+            state[PRINCIPAL_STATE_KEY] = result
+        except ApiError as exc:
+            result = exc
+        state[_AUTH_RESULT_KEY] = result
+    return result
+
+
+class RevocationGate:
+    """Looks each token's `jti` up in Redis (`jeffrey_core.revocation`).
+
+    When Redis cannot answer within JEFFREY_REVOCATION_TIMEOUT the gate stays closed to admin tokens
+    (503 + Retry-After) and open to the others: memory writes keep working through a Redis outage
+    (docs/reliability.md), as with the rate limiter. After a failure it does not ask Redis again for
+    `down_seconds`, so an outage costs each request nothing."""
+
+    def __init__(self, timeout: float, down_seconds: float = 2.0) -> None:
+        self.timeout = timeout
+        self.down_seconds = down_seconds
+        self._down_until = 0.0
+
+    async def refuse_revoked(self, principal: Principal, state: AppState | None) -> None:
+        if state is None:  # no lifespan ran: nothing to ask
+            return
+        try:
+            if time.monotonic() < self._down_until:
+                raise TimeoutError("recently failed")
+            async with asyncio.timeout(self.timeout):
+                revoked = await is_revoked(state.redis, state.keys, principal.jti)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._note_down(exc)
+            if principal.is_admin:
+                raise unavailable(
+                    "revocation_unavailable", "cannot check admin tokens against revocations; retry later"
+                ) from exc
+            return
+        if revoked:
+            raise ApiError(401, "token_revoked", "the access token has been revoked", headers=_BEARER_HINT)
+
+    def _note_down(self, exc: BaseException) -> None:
+        if time.monotonic() >= self._down_until:
+            log.warning(
+                "revocation check cannot reach Redis (%s); admin tokens get 503, others pass, for %g s",
+                exc.__class__.__name__,
+                self.down_seconds,
+            )
+        self._down_until = max(self._down_until, time.monotonic() + self.down_seconds)
+
+
+def _revocation_gate(scope: Scope, settings: Settings) -> tuple[RevocationGate, AppState | None]:
+    """The app's gate (one per app, made on first use) and its open clients (None before the lifespan)."""
+    app_state = scope["app"].state
+    gate: RevocationGate | None = getattr(app_state, "revocation_gate", None)
+    if gate is None:
+        gate = app_state.revocation_gate = RevocationGate(settings.security.revocation_timeout)
+    return gate, getattr(app_state, "jeffrey", None)
+
+
+async def get_principal(
+    request: Request,
+    settings: SettingsDep,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+) -> Principal:
+    """The caller (the result `authenticate` kept for this request, or computed now)."""
+    result = await authenticate(request.scope, settings)
+    if isinstance(result, ApiError):
+        raise result
+    return result
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require_memories_scope(principal: PrincipalDep) -> Principal:
-    if not ({Scope.MEMORIES, Scope.ADMIN} & principal.scopes):
+    if not ({TokenScope.MEMORIES, TokenScope.ADMIN} & principal.scopes):
         raise ApiError(403, "forbidden", "this token lacks the 'memories' scope")
     return principal
 

@@ -20,9 +20,10 @@ from jeffrey_api.middleware import (
     RateLimitMiddleware,
     RequestIdMiddleware,
 )
-from jeffrey_api.routes import dlq, dreams, emotion, events, health, memories, ops
+from jeffrey_api.routes import audit, dlq, dreams, emotion, events, health, memories, ops, tokens
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
+from jeffrey_core.auth import key_ring
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.settings import Settings, get_settings
 
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.is_prod and settings.security.secret_key is None:
         # Other services run without it (blank or unset); the API verifies every token with it.
         raise RuntimeError("SECURITY_MODE=prod refuses to start the API: JEFFREY_SECRET_KEY is missing")
+    if settings.security.secret_key is not None:
+        key_ring(settings.security)  # a malformed JEFFREY_KEY_ID / JEFFREY_VERIFY_KEYS fails here, named
     configure_logging("api", settings.observability.log_level, settings.observability.log_format)
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
@@ -116,6 +119,8 @@ def _include_routers(app: FastAPI) -> None:
         dlq.router,
         ops.router,
         ops.brain_router,
+        tokens.router,
+        audit.router,
     ):
         app.include_router(router)
 

@@ -10,10 +10,9 @@ import uuid
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jeffrey_api.deps import get_principal
+from jeffrey_api.deps import authenticate
 from jeffrey_api.errors import ApiError, error_response
 from jeffrey_api.rate_limit import Quota, RateLimiter, classify
 from jeffrey_core.auth import Principal
@@ -131,27 +130,6 @@ class BodySizeLimitMiddleware:
         await response(scope, receive, send)
 
 
-# Keys of the per-request `scope["state"]` (what routes read as `request.state`).
-PRINCIPAL_STATE_KEY = "principal"
-_AUTH_RESULT_KEY = "jeffrey.auth_result"
-
-
-def authenticate(scope: Scope, settings: Settings) -> Principal | ApiError:
-    """The request's principal, or the 401 it deserves: the token is verified once per request and the
-    outcome kept in `scope["state"]`, so the rate limiter and the auth layer share one verification
-    (and a valid principal is readable downstream as `request.state.principal`)."""
-    state = scope.setdefault("state", {})
-    result: Principal | ApiError | None = state.get(_AUTH_RESULT_KEY)
-    if result is None:
-        try:
-            result = get_principal(Request(scope), settings)
-            state[PRINCIPAL_STATE_KEY] = result
-        except ApiError as exc:
-            result = exc
-        state[_AUTH_RESULT_KEY] = result
-    return result
-
-
 def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
@@ -160,7 +138,8 @@ class ApiAuthMiddleware:
     """Authenticates every request under `prefix` before any of it is read: a missing or invalid
     token gets 401 whatever the body, so an anonymous caller never makes the API parse anything.
 
-    It applies the same check as the routes' `PrincipalDep` (scopes are still checked per route)."""
+    It applies the same check as the routes' `PrincipalDep`, revocation included (scopes are still
+    checked per router or route)."""
 
     def __init__(self, app: ASGIApp, settings: Settings, prefix: str = "/api/v1") -> None:
         self.app = app
@@ -169,7 +148,7 @@ class ApiAuthMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _under(scope.get("path", ""), self.prefix):
-            result = authenticate(scope, self.settings)
+            result = await authenticate(scope, self.settings)
             if isinstance(result, ApiError):
                 response = error_response(
                     result.status_code, result.code, result.message, headers=result.headers
@@ -203,7 +182,7 @@ class RateLimitMiddleware:
         if self.limiter is None or budget is None:
             await self.app(scope, receive, send)
             return
-        principal = authenticate(scope, self.settings)
+        principal = await authenticate(scope, self.settings)
         user = principal.user_id if isinstance(principal, Principal) else None
         quota = await self.limiter.check(budget, _client_ip(scope), user)
         if quota is None:

@@ -196,3 +196,22 @@ class Consolidation(Base):
     run_id: Mapped[str] = mapped_column(String(36), nullable=False)
     dream_id: Mapped[str | None] = mapped_column(String(36))
     consolidated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AuditRecord(Base):
+    """One admin action (jeffrey_core.store.audit): append-only, no API deletes it."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128), nullable=False)  # the token's subject
+    action: Mapped[str] = mapped_column(String(64), nullable=False)  # an AuditAction value
+    target: Mapped[str | None] = mapped_column(String(256))
+    request_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(64), nullable=False)  # "ok" or the error code
+
+    __table_args__ = (
+        Index("ix_audit_at", "at", "id"),
+        Index("ix_audit_actor_at", "actor", "at", "id"),
+    )

@@ -13,9 +13,10 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from jeffrey_core.auth import Scope, mint_token
+from jeffrey_core.auth import KeyRing, Scope, key_ring, mint_token
 from jeffrey_core.settings import Settings, get_settings
 from jeffrey_core.stack_env import StackNotConfiguredError, configured_settings, load_stack_env
+from jeffrey_dev.cli.export import export as export_command
 
 app = typer.Typer(help="Jeffrey OS dream infrastructure.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
@@ -32,6 +33,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(check_app, name="check")
 app.add_typer(memories_app, name="memories")
 app.add_typer(dlq_app, name="dlq")
+app.command("export")(export_command)
 
 
 @app.callback()
@@ -67,7 +69,10 @@ def token_create(
         list[Scope] | None, typer.Option("--scope", "-s", help="Scope to grant; repeat for several.")
     ] = None,
     ttl: Annotated[
-        int | None, typer.Option(help="Lifetime in seconds (default JEFFREY_TOKEN_TTL_SECONDS).")
+        int | None,
+        typer.Option(
+            min=1, help="Lifetime in seconds (default JEFFREY_TOKEN_TTL_SECONDS, at most the maximum TTL)."
+        ),
     ] = None,
     var_dir: Annotated[
         Path,
@@ -76,9 +81,35 @@ def token_create(
 ) -> None:
     """Print a signed access token, and only the token, on stdout."""
     settings = _settings()
-    secret = _signing_secret(settings, var_dir)
     scopes = [s.value for s in (scope or [Scope.MEMORIES])]
-    typer.echo(mint_token(secret, user, scopes, ttl or settings.security.token_ttl_seconds))
+    try:
+        token = mint_token(
+            _signing_ring(settings, var_dir),
+            user,
+            scopes,
+            ttl or settings.security.token_ttl_seconds,
+            max_ttl_seconds=settings.security.token_max_ttl_seconds,
+        )
+    except ValueError as exc:
+        typer.echo(f"cannot mint: {exc} (JEFFREY_TOKEN_MAX_TTL_SECONDS)", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_or_jti: Annotated[str, typer.Argument(help="The token itself, or its jti.")],
+    exp: Annotated[
+        int | None,
+        typer.Option(help="With a jti: the token's exp (epoch s); default now + the maximum TTL."),
+    ] = None,
+) -> None:
+    """Refuse a token on every API replica until it would have expired (a key in Redis) and record the
+    revocation in the audit log (actor `cli`)."""
+    from jeffrey_dev.cli.tokens import revoke_from_cli
+
+    revocation = revoke_from_cli(_settings(), token_or_jti, exp)
+    _print_json(revocation.as_dict())
 
 
 @app.command()
@@ -150,7 +181,7 @@ def memories_import(
     else:
         settings = _settings()
         try:
-            principal = verify_token(settings.require_secret_key(), token)
+            principal = verify_token(key_ring(settings.security), token, verify_exp=False)
             acting_for = None if principal.user_id == user else user
         except Exception:
             acting_for = user  # cannot read the token here: let the API decide
@@ -186,6 +217,18 @@ def _api_url() -> str:
     return url
 
 
+def _signing_ring(settings: Settings, var_dir: Path) -> KeyRing:
+    """The settings' key ring (JEFFREY_SECRET_KEY, JEFFREY_KEY_ID, JEFFREY_VERIFY_KEYS), or in dev mode
+    one made of the secret `make run` generated under var/."""
+    if settings.security.secret_key is not None:
+        try:
+            return key_ring(settings.security)
+        except RuntimeError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+    return KeyRing.of(_signing_secret(settings, var_dir))
+
+
 def _signing_secret(settings: Settings, var_dir: Path) -> str:
     """JEFFREY_SECRET_KEY, or in dev mode the secret `make run` generated under var/."""
     try:
@@ -201,7 +244,7 @@ def _signing_secret(settings: Settings, var_dir: Path) -> str:
 
 
 def _mint_for(user: str, var_dir: Path) -> str:
-    return mint_token(_signing_secret(_settings(), var_dir), user, ["memories"], 3600)
+    return mint_token(_signing_ring(_settings(), var_dir), user, ["memories"], 3600)
 
 
 def _dead_letters() -> Any:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict
 
-from jeffrey_api.deps import AdminDep, StateDep
+from jeffrey_api.audit import AuditNote, audited
+from jeffrey_api.deps import StateDep, require_admin
 from jeffrey_api.errors import ApiError
 from jeffrey_core.dlq import DeadLetterQueue
+from jeffrey_core.store.audit import AuditAction
 
-router = APIRouter(prefix="/api/v1/dlq", tags=["dead letters"])
+router = APIRouter(prefix="/api/v1/dlq", tags=["dead letters"], dependencies=[Depends(require_admin)])
 
 
 class ReplayFilter(BaseModel):
@@ -33,7 +35,6 @@ def _missing(record_id: str) -> ApiError:
 @router.get("", summary="Dead letters, newest first; filter by task name or error type")
 def list_dead_letters(
     state: StateDep,
-    _: AdminDep,
     task: str | None = None,
     error_type: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -45,7 +46,7 @@ def list_dead_letters(
 
 
 @router.get("/{record_id}", summary="One dead letter, with its traceback")
-def get_dead_letter(record_id: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
+def get_dead_letter(record_id: str, state: StateDep) -> dict[str, Any]:
     record = _dlq(state).get(record_id)
     if record is None:
         raise _missing(record_id)
@@ -53,7 +54,14 @@ def get_dead_letter(record_id: str, state: StateDep, _: AdminDep) -> dict[str, A
 
 
 @router.post("/{record_id}/replay", summary="Re-publish to its original queue; removed once re-published")
-def replay_dead_letter(record_id: str, state: StateDep, _: AdminDep, dry_run: bool = False) -> dict[str, Any]:
+def replay_dead_letter(
+    record_id: str,
+    state: StateDep,
+    note: Annotated[AuditNote, audited(AuditAction.DLQ_REPLAY, "record_id")],
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    if dry_run:
+        note.action = None  # only says what would be replayed
     result = _dlq(state).replay(record_id, dry_run)
     if result is None:
         raise _missing(record_id)
@@ -61,13 +69,22 @@ def replay_dead_letter(record_id: str, state: StateDep, _: AdminDep, dry_run: bo
 
 
 @router.post("/replay", summary="Replay every dead letter matching the filter")
-def replay_matching(body: ReplayFilter, state: StateDep, _: AdminDep) -> dict[str, Any]:
+def replay_matching(
+    body: ReplayFilter,
+    state: StateDep,
+    note: Annotated[AuditNote, audited(AuditAction.DLQ_REPLAY_MATCHING)],
+) -> dict[str, Any]:
+    note.target = f"task={body.task} error_type={body.error_type}"
+    if body.dry_run:
+        note.action = None
     results = _dlq(state).replay_matching(body.task, body.error_type, body.dry_run)
     return {"items": results, "count": len(results), "dry_run": body.dry_run}
 
 
 @router.delete("/{record_id}", status_code=204, summary="Delete one dead letter")
-def delete_dead_letter(record_id: str, state: StateDep, _: AdminDep) -> Response:
+def delete_dead_letter(
+    record_id: str, state: StateDep, _: Annotated[AuditNote, audited(AuditAction.DLQ_DELETE, "record_id")]
+) -> Response:
     if not _dlq(state).delete(record_id):
         raise _missing(record_id)
     return Response(status_code=204)
@@ -75,6 +92,10 @@ def delete_dead_letter(record_id: str, state: StateDep, _: AdminDep) -> Response
 
 @router.delete("", summary="Purge the dead-letter queue (optionally only entries older than N seconds)")
 def purge_dead_letters(
-    state: StateDep, _: AdminDep, older_than: Annotated[float | None, Query(ge=0)] = None
+    state: StateDep,
+    note: Annotated[AuditNote, audited(AuditAction.DLQ_PURGE)],
+    older_than: Annotated[float | None, Query(ge=0)] = None,
 ) -> dict[str, int]:
-    return {"purged": _dlq(state).purge(older_than)}
+    purged = _dlq(state).purge(older_than)
+    note.target = f"older_than={older_than} purged={purged}"
+    return {"purged": purged}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
 from jeffrey_api.admission import admit
+from jeffrey_api.audit import AuditNote, audit_acting_for, audited
 from jeffrey_api.deps import (
-    AdminDep,
     CursorDep,
     LimitQuery,
     MemoriesPrincipalDep,
@@ -20,6 +20,8 @@ from jeffrey_api.deps import (
     StateDep,
     UserIdQuery,
     acting_user,
+    require_admin,
+    require_memories_scope,
 )
 from jeffrey_api.dream_state import dream_status
 from jeffrey_api.errors import ApiError
@@ -34,9 +36,12 @@ from jeffrey_api.schemas import (
 from jeffrey_api.tasks import send
 from jeffrey_core.contract import DreamToggle, Queue, TaskName
 from jeffrey_core.store import dreams as store
+from jeffrey_core.store.audit import AuditAction
 from jeffrey_core.store.models import Dream, DreamRun, RunTrigger
 
-router = APIRouter(prefix="/api/v1", tags=["dreams"])
+router = APIRouter(
+    prefix="/api/v1", tags=["dreams"], dependencies=[Depends(require_memories_scope), audit_acting_for]
+)
 
 
 @router.post(
@@ -48,6 +53,7 @@ def start_run(
     session: SessionDep,
     settings: SettingsDep,
     state: StateDep,
+    note: Annotated[AuditNote, audited()],
     force: bool = False,
     user_id: UserIdQuery = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
@@ -56,6 +62,8 @@ def start_run(
     key = idempotency.validate_key(idempotency_key)
     if force and not principal.is_admin:
         raise ApiError(403, "forbidden", "force=true (run while dreaming is disabled) needs an admin token")
+    if force:
+        note.action, note.target = AuditAction.DREAM_RUN_FORCED.value, owner
     admit(state, Queue.DREAM)
     if not force and not DreamToggle.is_on(state.sync_redis.get(state.keys.dream_enabled())):
         raise ApiError(409, "dreams_disabled", "dreaming is disabled; an admin may POST /api/v1/dream/toggle")
@@ -133,8 +141,15 @@ async def status(principal: MemoriesPrincipalDep, state: StateDep) -> dict[str, 
     return body
 
 
-@router.post("/dream/toggle", summary="Enable or disable scheduled dreaming (admin; forced runs ignore it)")
-async def toggle(body: ToggleRequest, state: StateDep, _: AdminDep) -> dict[str, bool]:
+@router.post(
+    "/dream/toggle",
+    summary="Enable or disable scheduled dreaming (admin; forced runs ignore it)",
+    dependencies=[Depends(require_admin)],
+)
+async def toggle(
+    body: ToggleRequest, state: StateDep, note: Annotated[AuditNote, audited(AuditAction.DREAM_TOGGLE)]
+) -> dict[str, bool]:
+    note.target = "enabled" if body.enabled else "disabled"
     await state.redis.set(state.keys.dream_enabled(), DreamToggle.of(body.enabled).value)
     return {"enabled": body.enabled}
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jeffrey_api.deps import StateDep, get_principal
-from jeffrey_api.errors import RETRY_AFTER_SECONDS, ApiError, error_response
+from jeffrey_api.deps import StateDep, authenticate
+from jeffrey_api.errors import RETRY_AFTER_SECONDS, error_response
+from jeffrey_core.auth import Principal
 
 router = APIRouter(tags=["health"])
 
@@ -31,7 +32,7 @@ async def healthz() -> dict[str, Any]:
 )
 async def readyz(request: Request, state: StateDep) -> JSONResponse:
     report, cached = await state.readiness.report()
-    body = report.as_dict(cached) if _is_admin(request, state) else report.public_dict(cached)
+    body = report.as_dict(cached) if await _is_admin(request, state) else report.public_dict(cached)
     if report.ready:
         return JSONResponse(body)
     failing = ", ".join(report.failing)
@@ -44,14 +45,13 @@ async def readyz(request: Request, state: StateDep) -> JSONResponse:
     )
 
 
-def _is_admin(request: Request, state: StateDep) -> bool:
-    """Whether the caller sent a valid admin token (no token, or a bad one, just gets the public view)."""
+async def _is_admin(request: Request, state: StateDep) -> bool:
+    """Whether the caller sent a valid, unrevoked admin token (no token, or a bad one, just gets the
+    public view)."""
     if "authorization" not in request.headers:
         return False
-    try:
-        return get_principal(request, state.settings).is_admin
-    except ApiError:
-        return False
+    principal = await authenticate(request.scope, state.settings)
+    return isinstance(principal, Principal) and principal.is_admin
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)

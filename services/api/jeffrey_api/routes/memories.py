@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
+from jeffrey_api.audit import audit_acting_for
 from jeffrey_api.deps import (
     CursorDep,
     LimitQuery,
@@ -18,6 +19,7 @@ from jeffrey_api.deps import (
     StateDep,
     UserIdQuery,
     acting_user,
+    require_memories_scope,
 )
 from jeffrey_api.errors import ApiError
 from jeffrey_api.schemas import (
@@ -32,7 +34,11 @@ from jeffrey_api.validation import BoundedDatetime
 from jeffrey_core.contract import EmotionLabel
 from jeffrey_core.store import memories as repo
 
-router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
+router = APIRouter(
+    prefix="/api/v1/memories",
+    tags=["memories"],
+    dependencies=[Depends(require_memories_scope), audit_acting_for],
+)
 
 
 def _not_found(memory_id: str) -> ApiError:
