@@ -41,7 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     error_responses: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorEnvelope} for code in (401, 403, 404, 413, 422, 503)
+        # 400: a body that is not even text (FastAPI's parse error); 429: the rate limits of /api/v1.
+        code: {"model": ErrorEnvelope}
+        for code in (400, 401, 403, 404, 413, 422, 429, 503)
     }
     app = FastAPI(
         title="Jeffrey OS dream infrastructure",

@@ -31,6 +31,7 @@ from jeffrey_api.schemas import (
     DreamRunAccepted,
     DreamRunOut,
     DreamRunPage,
+    ErrorEnvelope,
     ToggleRequest,
 )
 from jeffrey_api.tasks import send
@@ -45,7 +46,13 @@ router = APIRouter(
 
 
 @router.post(
-    "/dream/run", status_code=202, response_model=DreamRunAccepted, summary="Start a dream run for a user"
+    "/dream/run",
+    status_code=202,
+    response_model=DreamRunAccepted,
+    summary="Start a dream run for a user",
+    responses={
+        409: {"model": ErrorEnvelope, "description": "dreams_disabled, or run_active (details: its id)"}
+    },
 )
 def start_run(
     request: Request,

@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from jeffrey_api.deps import StateDep, authenticate
@@ -54,7 +54,11 @@ async def _is_admin(request: Request, state: StateDep) -> bool:
     return isinstance(principal, Principal) and principal.is_admin
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text exposition format)",
+    response_class=PlainTextResponse,
+)
 async def metrics(state: StateDep) -> Response:
     # Collectors read the database and Redis: keep that off the event loop.
     body = await anyio.to_thread.run_sync(generate_latest, state.registry)
