@@ -81,6 +81,11 @@ class RedisKeys:
         """A revoked access token's id (jeffrey_core.revocation); TTL: until the token would have expired."""
         return f"{self.prefix}:revoked:{jti}"
 
+    def sse_streams(self, user_id: str) -> str:
+        """Leases of a user's open event streams (sorted set: one member per stream, scored by its last
+        refresh; owned by jeffrey_api.streams); TTL twice the lease, stale members dropped on acquire."""
+        return f"{self.prefix}:sse:{user_id}"
+
     def events_channel(self) -> str:
         """Pub/sub channel of run progress events (nothing stored)."""
         return f"{self.prefix}:events"

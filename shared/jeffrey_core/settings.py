@@ -146,6 +146,13 @@ class ApiSettings(_Section):
     # Refused with 413 before authentication and before any parsing. 4 MiB holds a batch of 500
     # memories of 5,000 ASCII characters, or an import batch of 200 long accented ones.
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, validation_alias="API_MAX_BODY_BYTES")
+    # Server-Sent Event streams (jeffrey_api.streams): open at once per user, across every replica
+    # (leases in Redis), and per API process (each holds a socket and a Redis connection of its own).
+    sse_max_per_user: int = Field(5, ge=1, le=1000, validation_alias="SSE_MAX_PER_USER")
+    sse_max_total: int = Field(200, ge=1, le=10000, validation_alias="SSE_MAX_TOTAL")
+    # The longest a request waits for a worker's answer (POST /emotion/detect, /ops/echo): a longer
+    # `timeout` in the body is cut to this; 504 `worker_timeout` after it. The wait holds no thread.
+    result_max_wait: float = Field(10.0, gt=0, le=30, validation_alias="API_RESULT_MAX_WAIT")
 
 
 class EmotionSettings(_Section):

@@ -151,9 +151,15 @@ def service_env(redis_url: str, database_url: str, **extra: str) -> dict[str, st
     return env
 
 
-def start_worker(env: dict[str, str], log_dir: Path, hostname: str, concurrency: int = 1) -> ServiceProcess:
+def start_worker(
+    env: dict[str, str],
+    log_dir: Path,
+    hostname: str,
+    concurrency: int = 1,
+    queues: str = "dream,emotion,default",
+) -> ServiceProcess:
     argv = [sys.executable, "-m", "celery", "-A", "jeffrey_worker.app", "worker", "-E", "--loglevel", "INFO"]
-    argv += ["-Q", "dream,emotion,default", "-c", str(concurrency), "-n", hostname, "--without-mingle"]
+    argv += ["-Q", queues, "-c", str(concurrency), "-n", hostname, "--without-mingle"]
     argv += ["--without-gossip"]
     worker = ServiceProcess("worker", argv, env, log_dir).start()
     if not wait_until(lambda: "ready." in worker.output() or not worker.running(), timeout=60, interval=0.1):

@@ -23,6 +23,7 @@ from jeffrey_api.middleware import (
 from jeffrey_api.routes import audit, dlq, dreams, emotion, events, health, memories, ops, tokens
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
+from jeffrey_api.streams import StreamCollector
 from jeffrey_core.auth import key_ring
 from jeffrey_core.logging import configure_logging
 from jeffrey_core.settings import Settings, get_settings
@@ -109,6 +110,7 @@ def _add_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
         should_group_status_codes=False,
     ).instrument(app)
     registry.register(DreamCollector(lambda: getattr(app.state, "jeffrey", None)))
+    registry.register(StreamCollector(lambda: getattr(getattr(app.state, "jeffrey", None), "streams", None)))
 
 
 def _include_routers(app: FastAPI) -> None:

@@ -124,7 +124,12 @@ class DetectRequest(BaseModel):
     texts: list[Annotated[SafeText, Field(min_length=1, max_length=MAX_TEXT_CHARS)]] | None = Field(
         None, min_length=1, max_length=MAX_DETECT_TEXTS
     )
-    timeout: float | None = Field(None, gt=0, le=30, description="Seconds to wait for a worker (default 5).")
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        le=30,
+        description="Seconds to wait for a worker (default 5; cut to API_RESULT_MAX_WAIT, 10).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DetectRequest:

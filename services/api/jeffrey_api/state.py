@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from jeffrey_api.readiness import ReadinessProbe
+from jeffrey_api.results import polled_backend_url
+from jeffrey_api.streams import StreamLimiter
 from jeffrey_core.breaker import read_breaker
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import EMOTION_BREAKER
@@ -36,6 +38,8 @@ class AppState:
     readiness: ReadinessProbe
     registry: CollectorRegistry
     keys: RedisKeys
+    # Event streams: their caps, and the connections they subscribe on (not `redis`'s pool).
+    streams: StreamLimiter
 
     @classmethod
     def open(cls, settings: Settings, registry: CollectorRegistry) -> AppState:
@@ -44,6 +48,8 @@ class AppState:
         engine = create_db_engine(settings.database)
         redis = create_async_redis(settings.redis)
         celery = create_celery(settings, main="jeffrey-api")
+        # Results are awaited by polling (jeffrey_api.results), never by a subscription per sent task.
+        celery.conf.result_backend = polled_backend_url(settings.redis.dsn())
         redis_bytes = create_sync_redis(settings.redis, decode_responses=False)
         readiness = ReadinessProbe(
             redis,
@@ -64,9 +70,11 @@ class AppState:
             readiness=readiness,
             registry=registry,
             keys=keys,
+            streams=StreamLimiter(settings, redis, keys),
         )
 
     async def close(self) -> None:
+        await self.streams.aclose()
         await self.redis.aclose()
         self.sync_redis.close()
         self.redis_bytes.close()

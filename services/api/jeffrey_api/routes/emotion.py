@@ -1,4 +1,5 @@
-"""POST /api/v1/emotion/detect: a worker runs the model; the API only waits for the answer."""
+"""POST /api/v1/emotion/detect: a worker runs the model; the API only waits for the answer, without a
+thread and for at most API_RESULT_MAX_WAIT seconds (`jeffrey_api.tasks.call`)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ BREAKER = EMOTION_BREAKER
     response_model=EmotionDetection | DetectBatchOut,
     summary="Emotion of one text (`text`) or up to 64 (`texts`), computed by a worker",
     responses={
+        502: {"description": "the worker failed to compute the answer"},
         503: {"description": "no worker, broker down or breaker open"},
-        504: {"description": "timeout"},
+        504: {"description": "no worker answered within the timeout (at most API_RESULT_MAX_WAIT)"},
     },
 )
 async def detect(body: DetectRequest, state: StateDep, settings: SettingsDep, _: MemoriesPrincipalDep) -> Any:
