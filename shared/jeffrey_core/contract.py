@@ -33,6 +33,8 @@ class TaskName(StrEnum):
     REDIS_HYGIENE = "jeffrey.system.redis_hygiene"
     # Data retention: expired idempotency keys and old dead letters are deleted.
     RETENTION = "jeffrey.system.retention"
+    # After a user's erasure: results and dead letters that tasks in flight at that moment left behind.
+    ERASURE_SWEEP = "jeffrey.system.erasure_sweep"
     # Emotion of up to 64 texts, answered synchronously to the API (result backend).
     EMOTION_DETECT = "jeffrey.emotion.detect"
     # Annotate memories that have no emotion yet, in micro-batches; kicked by the API, swept by beat.
@@ -52,6 +54,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     TaskName.BEAT_HEARTBEAT.value: {"queue": Queue.DEFAULT.value},
     TaskName.REDIS_HYGIENE.value: {"queue": Queue.DEFAULT.value},
     TaskName.RETENTION.value: {"queue": Queue.DEFAULT.value},
+    TaskName.ERASURE_SWEEP.value: {"queue": Queue.DEFAULT.value},
     # Future task families are routed by prefix so a new task cannot land on the wrong queue.
     "jeffrey.dream.*": {"queue": Queue.DREAM.value},
     "jeffrey.emotion.*": {"queue": Queue.EMOTION.value},

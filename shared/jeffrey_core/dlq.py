@@ -13,7 +13,7 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +145,10 @@ class DeadLetterQueue:
     def delete(self, record_id: str) -> bool:
         entry = self._find(record_id)
         return bool(entry and self.client.lrem(entry.key, 1, entry.raw))
+
+    def delete_where(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        """Remove every record `predicate` accepts (user erasure); how many were removed."""
+        return sum(int(self.client.lrem(e.key, 1, e.raw)) for e in [*self._entries()] if predicate(e.record))
 
     def purge(self, older_than_seconds: float | None = None) -> int:
         cutoff = None if older_than_seconds is None else time.time() - older_than_seconds

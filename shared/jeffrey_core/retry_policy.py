@@ -30,6 +30,7 @@ POLICIES: dict[TaskName, RetryPolicy] = {
     TaskName.BEAT_HEARTBEAT: RetryPolicy(0, 1, 1),  # the next tick replaces it
     TaskName.REDIS_HYGIENE: RetryPolicy(0, 1, 1),  # the next scan replaces it
     TaskName.RETENTION: RetryPolicy(0, 1, 1),  # the next pass deletes what this one could not
+    TaskName.ERASURE_SWEEP: RetryPolicy(5, 5, 60),  # Redis may be failing over: a few minutes
     TaskName.EMOTION_DETECT: RetryPolicy(0, 1, 1),  # answered synchronously; the caller retries
     TaskName.EMOTION_ANNOTATE_PENDING: RetryPolicy(5, 2, 60),  # beat's sweep also covers it
     TaskName.DREAM_CONSOLIDATE_BATCH: RetryPolicy(10, 2, 60),  # ~10 min of database outage

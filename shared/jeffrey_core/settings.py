@@ -123,6 +123,8 @@ class CelerySettings(_Section):
     # Data retention pass (expired idempotency keys, dead letters older than DLQ_RETENTION_SECONDS).
     retention_seconds: float = Field(3600.0, gt=0, validation_alias="RETENTION_SECONDS")
     dlq_retention_seconds: float = Field(14 * 86400.0, gt=0, validation_alias="DLQ_RETENTION_SECONDS")
+    # A user erasure's second pass runs this long after it: longer than a task may run (the hard limit).
+    erasure_sweep_delay_seconds: float = Field(90.0, gt=0, validation_alias="ERASURE_SWEEP_DELAY_SECONDS")
 
     @model_validator(mode="after")
     def _limits_are_consistent(self) -> CelerySettings:

@@ -20,7 +20,7 @@ from jeffrey_api.middleware import (
     RateLimitMiddleware,
     RequestIdMiddleware,
 )
-from jeffrey_api.routes import audit, dlq, dreams, emotion, events, health, memories, ops, tokens
+from jeffrey_api.routes import audit, dlq, dreams, emotion, events, health, memories, ops, tokens, users
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
 from jeffrey_api.streams import StreamCollector
@@ -125,6 +125,7 @@ def _include_routers(app: FastAPI) -> None:
         ops.brain_router,
         tokens.router,
         audit.router,
+        users.router,
     ):
         app.include_router(router)
 

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from jeffrey_core.dlq import DeadLetterQueue
+from jeffrey_core.erasure import sweep_residue
 from jeffrey_core.store.idempotency import purge_expired_idempotency_keys
 from jeffrey_worker.context import WorkerContext
 
@@ -41,6 +42,12 @@ def redis_hygiene(ctx: WorkerContext) -> dict[str, Any]:
     period = ctx.settings.celery.redis_hygiene_seconds
     client.set(keys.redis_hygiene(), json.dumps(report), ex=max(60, int(period * 3)))
     return report
+
+
+def erasure_sweep(ctx: WorkerContext, app: Any, user_id: str, run_ids: list[str]) -> dict[str, int]:
+    """What tasks in flight during a user's erasure left in Redis: their results and dead letters
+    naming the erased runs, and the user's dream lock (jeffrey_core.erasure)."""
+    return sweep_residue(ctx.redis, ctx.keys, app, user_id, set(run_ids))
 
 
 def apply_retention(ctx: WorkerContext, app: Any) -> dict[str, int]:

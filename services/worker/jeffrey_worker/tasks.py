@@ -40,6 +40,11 @@ def retention(self: Any) -> dict[str, int]:
     return system.apply_retention(self.ctx, self.app)
 
 
+@jeffrey_task(TaskName.ERASURE_SWEEP.value, bind=True, ignore_result=True)
+def erasure_sweep(self: Any, user_id: str, run_ids: list[str]) -> dict[str, int]:
+    return system.erasure_sweep(self.ctx, self.app, user_id, run_ids)
+
+
 @jeffrey_task(TaskName.EMOTION_DETECT.value, bind=True, soft_time_limit=10, time_limit=15)
 def detect_emotion(self: Any, texts: list[str]) -> list[dict[str, Any]]:
     """Emotion of 1-64 texts, in order."""

@@ -1,0 +1,94 @@
+"""A user's data as plain JSON-ready records, for export: memories, dreams (with their members) and runs.
+
+Every column is exported except the derived float vectors (`embedding`, `centroid`): they are model
+output, not something the person wrote, and they are re-computed from the text on import. Rows are read
+in keyset pages (oldest first), so an export of any size holds one page in memory at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from jeffrey_core.store.models import Base, Consolidation, Dream, DreamRun, Memory
+
+PAGE = 500
+LEFT_OUT = frozenset({"embedding", "centroid"})
+
+
+@dataclass(frozen=True)
+class ExportCounts:
+    memories: int
+    dreams: int
+    runs: int
+
+    @property
+    def total(self) -> int:
+        return self.memories + self.dreams + self.runs
+
+
+def count_user_data(session: Session, user_id: str) -> ExportCounts:
+    def count(model: type[Base], column: InstrumentedAttribute[str]) -> int:
+        return int(session.scalar(select(func.count()).select_from(model).where(column == user_id)) or 0)
+
+    return ExportCounts(
+        memories=count(Memory, Memory.user_id),
+        dreams=count(Dream, Dream.user_id),
+        runs=count(DreamRun, DreamRun.user_id),
+    )
+
+
+def export_records(session: Session, user_id: str) -> Iterator[dict[str, Any]]:
+    """One record per memory, dream and run of `user_id`, each with a `type` field."""
+    for memory in _pages(session, Memory, Memory.user_id, Memory.created_at, Memory.id, user_id):
+        yield {"type": "memory", **_columns(memory)}
+    for dream in _pages(session, Dream, Dream.user_id, Dream.created_at, Dream.id, user_id):
+        members = session.scalars(
+            select(Consolidation.memory_id).where(Consolidation.dream_id == dream.id).order_by("memory_id")
+        ).all()
+        yield {"type": "dream", **_columns(dream), "member_ids": list(members)}
+    for run in _pages(session, DreamRun, DreamRun.user_id, DreamRun.queued_at, DreamRun.id, user_id):
+        yield {"type": "run", **_columns(run)}
+
+
+def _pages(
+    session: Session,
+    model: type[Any],
+    owner: InstrumentedAttribute[str],
+    created: InstrumentedAttribute[datetime],
+    ident: InstrumentedAttribute[str],
+    user_id: str,
+) -> Iterator[Any]:
+    """Rows of `model` owned by `user_id`, oldest first, read `PAGE` at a time (keyset, no OFFSET)."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = select(model).where(owner == user_id)
+        if after is not None:
+            query = query.where(or_(created > after[0], and_(created == after[0], ident > after[1])))
+        rows = session.scalars(query.order_by(created, ident).limit(PAGE)).all()
+        yield from rows
+        if len(rows) < PAGE:
+            return
+        last = rows[-1]
+        after = (getattr(last, created.key), getattr(last, ident.key))
+        session.expunge_all()  # keep one page in the identity map
+
+
+def _columns(row: Base) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for column in row.__table__.columns:
+        if column.key in LEFT_OUT:
+            continue
+        value = getattr(row, column.key)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, bytes):
+            value = base64.b64encode(value).decode()
+        out[column.key] = value
+    return out
