@@ -250,5 +250,9 @@ def test_revocation_with_redis_down_fails_closed_for_admins_only(log_dir: Path, 
         admin = httpx.get(f"{base}/api/v1/audit", headers=auth("ops", "admin"), timeout=30)
         assert code(admin, 503) == "revocation_unavailable"
         assert int(admin.headers["retry-after"]) > 0
+        # /readyz still gives a valid admin token its details: that is when operators need them.
+        ready = httpx.get(f"{base}/readyz", headers=auth("ops", "admin"), timeout=30)
+        assert code(ready, 503) == "not_ready"
+        assert "worker_names" in ready.json()["error"]["details"]
     finally:
         process.stop()

@@ -56,6 +56,7 @@ bearer_scheme = HTTPBearer(
 )
 # Keys of the per-request `scope["state"]` (what routes read as `request.state`).
 PRINCIPAL_STATE_KEY = "principal"
+REVOCATION_UNAVAILABLE = "revocation_unavailable"
 _AUTH_RESULT_KEY = "jeffrey.auth_result"
 
 
@@ -123,7 +124,7 @@ class RevocationGate:
             self._note_down(exc)
             if principal.is_admin:
                 raise unavailable(
-                    "revocation_unavailable", "cannot check admin tokens against revocations; retry later"
+                    REVOCATION_UNAVAILABLE, "cannot check admin tokens against revocations; retry later"
                 ) from exc
             return
         if revoked:

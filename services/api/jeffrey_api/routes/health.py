@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jeffrey_api.deps import StateDep, authenticate
-from jeffrey_api.errors import RETRY_AFTER_SECONDS, error_response
+from jeffrey_api.deps import REVOCATION_UNAVAILABLE, StateDep, authenticate, verify_request_token
+from jeffrey_api.errors import RETRY_AFTER_SECONDS, ApiError, error_response
 from jeffrey_core.auth import Principal
 
 router = APIRouter(tags=["health"])
@@ -47,11 +47,14 @@ async def readyz(request: Request, state: StateDep) -> JSONResponse:
 
 async def _is_admin(request: Request, state: StateDep) -> bool:
     """Whether the caller sent a valid, unrevoked admin token (no token, or a bad one, just gets the
-    public view)."""
+    public view). While Redis cannot say whether it was revoked, a valid admin token still gets the
+    details: that is when operators need them, and they hold no user data."""
     if "authorization" not in request.headers:
         return False
-    principal = await authenticate(request.scope, state.settings)
-    return isinstance(principal, Principal) and principal.is_admin
+    result = await authenticate(request.scope, state.settings)
+    if isinstance(result, ApiError) and result.code == REVOCATION_UNAVAILABLE:
+        result = verify_request_token(request, state.settings)
+    return isinstance(result, Principal) and result.is_admin
 
 
 @router.get(
