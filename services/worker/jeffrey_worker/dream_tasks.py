@@ -5,6 +5,7 @@ send the next batch, retry later, or return.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from jeffrey_core.contract import TaskName
@@ -15,7 +16,9 @@ from jeffrey_worker.consolidation import (
     dream_cycle,
     recover_stalled_runs,
 )
-from jeffrey_worker.reliability import jeffrey_task
+from jeffrey_worker.reliability import TRANSIENT_ERRORS, jeffrey_task
+
+log = logging.getLogger(__name__)
 
 
 @jeffrey_task(TaskName.DREAM_CONSOLIDATE_BATCH.value, bind=True)
@@ -46,7 +49,11 @@ def cycle(self: Any) -> dict[str, Any]:
 def recover(self: Any) -> dict[str, Any]:
     """Re-send the batch of each run whose batches stopped (sent on worker start and by beat)."""
     ctx = self.ctx
-    resent = recover_stalled_runs(ctx)
+    try:
+        resent = recover_stalled_runs(ctx)
+    except TRANSIENT_ERRORS as exc:  # database or Redis away: the next sweep tries again, no dead letter
+        log.warning("stalled-run recovery skipped: %s", exc.__class__.__name__)
+        return {"skipped": f"unavailable: {exc.__class__.__name__}"}
     if resent is None:
         return {"skipped": "another recovery sweep is running"}
     for run_id, seq in resent:
