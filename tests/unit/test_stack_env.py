@@ -134,3 +134,16 @@ def _a_dead_pid() -> int:
     while stack_env.pid_alive(pid):
         pid -= 1
     return pid
+
+
+def test_the_cli_reads_the_file_for_every_command_but_stack_up(project: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jeffrey_dev.cli.main import app
+
+    _write(project / "var" / "stack.env", os.getpid())
+    runner = CliRunner()
+    assert runner.invoke(app, ["stack", "up", "--help"]).exit_code == 0
+    assert "DATABASE_URL" not in os.environ  # a second launcher never inherits the first one's database
+    assert runner.invoke(app, ["dlq", "--help"]).exit_code == 0
+    assert os.environ["DATABASE_URL"] == STACK_VALUES["DATABASE_URL"]

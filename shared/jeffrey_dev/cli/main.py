@@ -37,9 +37,11 @@ app.command("export")(export_command)
 
 
 @app.callback()
-def _find_stack() -> None:
+def _find_stack(ctx: typer.Context) -> None:
     # Before any option is parsed, so options read from the environment (JEFFREY_API_URL) see the file.
-    load_stack_env()
+    # Never for `stack up`: a second launcher must not inherit the first one's database.
+    if ctx.invoked_subcommand != "stack":
+        load_stack_env()
 
 
 def _settings() -> Settings:
