@@ -16,6 +16,7 @@ user names another user_id, and an answer that is not an authorization refusal f
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -76,13 +77,18 @@ EXPECTATIONS: dict[str, Expect] = {
     "POST /api/v1/dlq/replay": Expect(Access.ADMIN, body={"dry_run": True}),
     "POST /api/v1/ops/echo": Expect(Access.ADMIN, body={"message": "ping", "timeout": 0.2}, worker=True),
     "GET /api/v1/brain/auto-debug": Expect(Access.ADMIN),
-    # Issue 11, item 9 and 5 (audit log, token revocation): in the matrix as soon as they land.
-    "GET /api/v1/audit": Expect(Access.ADMIN, pending=True),
+    "GET /api/v1/audit": Expect(Access.ADMIN),
+    "POST /api/v1/tokens/revoke": Expect(Access.ADMIN, body={"jti": "isolation-matrix-never-issued"}),
+    # Export and erasure of a user's data: in the matrix as soon as they land.
+    "GET /api/v1/export": Expect(Access.USER, pending=True),
+    "DELETE /api/v1/users/{user_id}": Expect(Access.USER, pending=True),
 }
 
-# Path parameters: the kind of object each names. Owned objects belong to the owner; a dead letter
-# belongs to no user (admin routes only), so a random id stands for it.
-OWNED = {"memory_id": "memory", "run_id": "run", "dream_id": "dream"}
+# Path parameters: the kind of object each names. Owned objects belong to the owner (a user is their
+# own object: another user gets 403 or 404 for it); a dead letter belongs to no user (admin routes
+# only), so a random id stands for it.
+OWNED = {"memory_id": "memory", "run_id": "run", "dream_id": "dream", "user_id": "user"}
+HIDDEN = {"memory": {404}, "run": {404}, "dream": {404}, "user": {403, 404}}  # another user's answer
 UNOWNED = {"record_id"}
 AUTH_REFUSALS = {401, 403}
 
@@ -146,11 +152,20 @@ def world(log_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[W
 class Operation:
     method: str
     path: str
-    parameters: tuple[str, ...]  # names of path and query parameters
+    query: tuple[str, ...]  # names of its query parameters
 
     @property
     def key(self) -> str:
         return f"{self.method.upper()} {self.path}"
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+    def hidden_from_others(self) -> set[int] | None:
+        """The statuses another user may get (the kinds of owned objects in the path), None for none."""
+        kinds = [OWNED[name] for name in self.path_params if name in OWNED]
+        return set.intersection(*(HIDDEN[kind] for kind in kinds)) if kinds else None
 
 
 def operations(spec: dict[str, Any]) -> list[Operation]:
@@ -158,10 +173,9 @@ def operations(spec: dict[str, Any]) -> list[Operation]:
     for path, item in spec["paths"].items():
         for method in METHODS:
             if method in item:
-                names = [
-                    p["name"] for p in [*item.get("parameters", []), *item[method].get("parameters", [])]
-                ]
-                found.append(Operation(method, path, tuple(names)))
+                declared = [*item.get("parameters", []), *item[method].get("parameters", [])]
+                query = tuple(p["name"] for p in declared if p["in"] == "query")
+                found.append(Operation(method, path, query))
     return found
 
 
@@ -171,7 +185,7 @@ def test_every_operation_of_the_spec_is_classified(world: World) -> None:
     assert not unknown, (
         f"operations the isolation matrix cannot classify; add them to EXPECTATIONS: {unknown}"
     )
-    params = {p for op in ops for p in op.parameters if f"{{{p}}}" in op.path}
+    params = {p for op in ops for p in op.path_params}
     assert params <= set(OWNED) | UNOWNED, f"path parameters without an object: {params - set(OWNED)}"
     stale = set(EXPECTATIONS) - {op.key for op in ops} - {k for k, e in EXPECTATIONS.items() if e.pending}
     assert not stale, f"EXPECTATIONS names operations the API no longer has: {stale}"
@@ -189,13 +203,13 @@ class Answer:
         return sorted(i for i in ids if i in self.text and i not in self.path)
 
 
-def call(world: World, op: Operation, headers: dict[str, str], act_for: str | None = None) -> Answer:
+def call(world: World, op: Operation, role: str, act_for: str | None = None) -> Answer:
     expect = EXPECTATIONS[op.key]
     path = op.path
-    for name in op.parameters:
-        if f"{{{name}}}" in path:
-            path = path.replace(f"{{{name}}}", object_id(world, name))
-    params = {"user_id": act_for} if act_for is not None and "user_id" in op.parameters else None
+    for name in op.path_params:
+        path = path.replace(f"{{{name}}}", object_id(world, name, role))
+    params = {"user_id": act_for} if act_for is not None and "user_id" in op.query else None
+    headers = world.tokens[role]
     with httpx.Client(base_url=world.base, timeout=30) as client:
         with client.stream(
             op.method.upper(), path, params=params, headers=headers, json=expect.body
@@ -205,8 +219,10 @@ def call(world: World, op: Operation, headers: dict[str, str], act_for: str | No
             return Answer(response.status_code, response.read().decode(errors="replace"), path)
 
 
-def object_id(world: World, name: str) -> str:
+def object_id(world: World, name: str, role: str) -> str:
     kind = OWNED.get(name)
+    if kind == "user":  # an admin erases a user of its own making, never the owner the matrix needs
+        return f"erasable-{uuid.uuid4().hex[:8]}" if role == "admin" else world.owner
     if kind == "memory":
         return world.new_memory()
     if kind == "run":
@@ -216,15 +232,11 @@ def object_id(world: World, name: str) -> str:
     return str(uuid.uuid4())  # a dead letter: nobody's, and absent
 
 
-def owns_path_object(op: Operation) -> bool:
-    return any(f"{{{name}}}" in op.path for name in OWNED)
-
-
 def check(world: World, role: str, op: Operation) -> list[str]:
     """What went wrong for one cell of the matrix (empty when the cell holds)."""
     expect = EXPECTATIONS[op.key]
     act_for = world.owner if role == "admin" else None  # an admin names the user it acts for
-    answer = call(world, op, world.tokens[role], act_for)
+    answer = call(world, op, role, act_for)
     where = f"{role:11} {op.key}: {answer.status} {answer.text[:160]}"
     if expect.access is Access.OPEN:
         return [] if answer.status < 400 or (op.path == "/readyz" and answer.status == 503) else [where]
@@ -241,16 +253,17 @@ def check(world: World, role: str, op: Operation) -> list[str]:
 
 def check_other(world: World, op: Operation, answer: Answer, where: str) -> list[str]:
     problems = []
-    if owns_path_object(op) and answer.status != 404:
-        problems.append(f"{where} (another user's object must be 404)")
-    elif not owns_path_object(op) and answer.status in AUTH_REFUSALS:
+    hidden = op.hidden_from_others()
+    if hidden is not None and answer.status not in hidden:
+        problems.append(f"{where} (another user's object must be {sorted(hidden)})")
+    elif hidden is None and answer.status in AUTH_REFUSALS:
         problems.append(f"{where} (a user's own collection)")
     problems += check_allowed(op, EXPECTATIONS[op.key], answer, where) if answer.status >= 500 else []
     leaked = answer.shows(world.owner_ids)
     if leaked:
         problems.append(f"{where} (shows the owner's ids {leaked})")
-    if "user_id" in op.parameters:  # naming the owner does not help either
-        named = call(world, op, world.tokens["other"], act_for=world.owner)
+    if "user_id" in op.query:  # naming the owner does not help either
+        named = call(world, op, "other", act_for=world.owner)
         if named.status != 403 or named.shows(world.owner_ids):
             problems.append(f"other+user_id {op.key}: {named.status} {named.text[:160]}")
     return problems
@@ -260,7 +273,7 @@ def check_allowed(op: Operation, expect: Expect, answer: Answer, where: str) -> 
     """The owner on user routes, the admin everywhere: served (the handler ran)."""
     if answer.status in AUTH_REFUSALS:
         return [f"{where} (refused a caller the route grants)"]
-    if owns_path_object(op) and answer.status == 404:
+    if op.hidden_from_others() is not None and answer.status == 404:
         return [f"{where} (the owner's object must be visible to the owner and an admin)"]
     if answer.status >= 500 and not (expect.worker and answer.status in {503, 504}):
         return [f"{where} (server error)"]
