@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from jeffrey_api.errors import ApiError
 from jeffrey_core.store import idempotency as repo
+from jeffrey_core.store.engine import serialized_writes
 
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 
@@ -59,12 +60,30 @@ def commit_once(
     """Run `create` (which adds rows to `session`) and commit, at most once per Idempotency-Key.
 
     Returns the response and whether this call did the work (False for a replay), so the caller
-    knows whether to enqueue follow-up tasks.
+    knows whether to enqueue follow-up tasks. `fingerprint` is only read when there is a key. On
+    SQLite the whole transaction holds the process's writer lock (`serialized_writes`).
     """
+    with serialized_writes(session):
+        outcome = _commit_once(session, owner, key, fingerprint, ttl_seconds, status_code, create)
+    if isinstance(outcome, JSONResponse):
+        return outcome, False
+    return JSONResponse(outcome, status_code=status_code), True
+
+
+def _commit_once(
+    session: Session,
+    owner: str,
+    key: str | None,
+    fingerprint: str,
+    ttl_seconds: int,
+    status_code: int,
+    create: Callable[[], dict[str, Any]],
+) -> JSONResponse | dict[str, Any]:
+    """The replayed response, or the payload this call committed."""
     if key is not None:
         replay = _replay(session, owner, key, fingerprint)
         if replay is not None:
-            return replay, False
+            return replay
     payload = create()
     if key is not None:
         repo.save_idempotent_response(session, owner, key, fingerprint, status_code, payload, ttl_seconds)
@@ -76,8 +95,8 @@ def commit_once(
         replay = _replay(session, owner, key, fingerprint) if key is not None else None
         if replay is None:
             raise
-        return replay, False
-    return JSONResponse(payload, status_code=status_code), True
+        return replay
+    return payload
 
 
 def _replay(session: Session, owner: str, key: str, fingerprint: str) -> JSONResponse | None:

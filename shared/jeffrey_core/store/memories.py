@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.orm import Session
 
-from jeffrey_core.store.models import Consolidation, Dream, Memory, utcnow
+from jeffrey_core.store.models import Consolidation, Dream, Memory, new_id, utcnow
 from jeffrey_core.store.pagination import Cursor, keyset_page
 
 
@@ -31,21 +31,26 @@ class MemoryFilter:
 
 
 def add_memories(session: Session, user_id: str, items: Sequence[NewMemory]) -> list[Memory]:
-    """Insert memories for a user (caller commits); returns them with ids and timestamps set."""
+    """Insert memories for a user (caller commits); returns them with ids and timestamps set.
+
+    One Core INSERT executed for the whole list (executemany; batched VALUES on PostgreSQL) in the
+    session's transaction: ids and times are made here, so nothing needs reading back, and the
+    unit of work's per-object bookkeeping is skipped. The returned rows are not in the session."""
     now = utcnow()
-    rows = [
-        Memory(
-            user_id=user_id,
-            text=item.text,
-            meta=item.meta,
-            created_at=item.created_at or now,
-            ingested_at=now,
-        )
+    values = [
+        {
+            "id": new_id(),
+            "user_id": user_id,
+            "text": item.text,
+            "meta": item.meta,
+            "created_at": item.created_at or now,
+            "ingested_at": now,
+        }
         for item in items
     ]
-    session.add_all(rows)
-    session.flush()
-    return rows
+    if values:
+        session.execute(insert(cast(Table, Memory.__table__)), values)
+    return [Memory(**v) for v in values]
 
 
 def get_memory(session: Session, user_id: str, memory_id: str) -> Memory | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
@@ -66,13 +65,18 @@ def create_memories(
     key = idempotency.validate_key(idempotency_key)
     is_batch = isinstance(body, MemoryBatchCreate)
     items = body.memories if isinstance(body, MemoryBatchCreate) else [body]
-    fingerprint = idempotency.request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+    # The fingerprint (a canonical dump and a hash of the whole body) is only needed with a key.
+    fingerprint = (
+        idempotency.request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
+        if key is not None
+        else ""
+    )
 
     def create() -> dict[str, Any]:
         new = [repo.NewMemory(text=i.text, meta=i.meta, created_at=i.created_at) for i in items]
         outs = [MemoryOut.from_row(r) for r in repo.add_memories(session, owner, new)]
-        payload: dict[str, Any] = jsonable_encoder(MemoryBatchOut(items=outs) if is_batch else outs[0])
-        return payload
+        # pydantic's own JSON-mode dump (compiled), not jsonable_encoder's walk of the result in Python.
+        return (MemoryBatchOut(items=outs) if is_batch else outs[0]).model_dump(mode="json")
 
     response, created = idempotency.commit_once(
         session, owner, key, fingerprint, settings.api.idempotency_ttl_seconds, 201, create
