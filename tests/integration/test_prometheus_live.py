@@ -25,7 +25,11 @@ RULES = ROOT / "monitoring" / "prometheus" / "rules"
 # What each alert watches, without its threshold: it must return data on a healthy stack
 # (the alert expressions themselves are rightly empty when nothing is wrong).
 ALERT_SIGNALS = {
-    "JeffreyNoDreamSuccess24h": "time() - max(jeffrey_dream_last_success_timestamp_seconds)",
+    # `and` keeps the left side only when every right side has data: all three metrics must be there.
+    "JeffreyNoDreamSuccess24h": (
+        "(time() - max(jeffrey_dream_last_success_timestamp_seconds))"
+        " and on() max(jeffrey_dream_users_due) and on() max(jeffrey_dream_enabled)"
+    ),
     "JeffreyDeadLetterQueueHigh": "max(jeffrey_dream_dlq_size)",
     "JeffreyApiHighLatencyP95": (
         "histogram_quantile(0.95, sum by (le) (rate(http_request_duration_highr_seconds_bucket[1m])))"
