@@ -58,7 +58,8 @@ def _line(record: dict[str, Any]) -> bytes:
 
 
 def _safe_name(user_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in user_id)[:64]
+    # ASCII only: header values are Latin-1, and str.isalnum() is true for letters of every script.
+    return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in user_id)[:64]
 
 
 @router.delete(
