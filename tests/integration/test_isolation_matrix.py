@@ -79,9 +79,8 @@ EXPECTATIONS: dict[str, Expect] = {
     "GET /api/v1/brain/auto-debug": Expect(Access.ADMIN),
     "GET /api/v1/audit": Expect(Access.ADMIN),
     "POST /api/v1/tokens/revoke": Expect(Access.ADMIN, body={"jti": "isolation-matrix-never-issued"}),
-    # Export and erasure of a user's data: in the matrix as soon as they land.
-    "GET /api/v1/export": Expect(Access.USER, pending=True),
-    "DELETE /api/v1/users/{user_id}": Expect(Access.USER, pending=True),
+    "GET /api/v1/export": Expect(Access.USER),
+    "DELETE /api/v1/users/{user_id}": Expect(Access.USER),
 }
 
 # Path parameters: the kind of object each names. Owned objects belong to the owner (a user is their
