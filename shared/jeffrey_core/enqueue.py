@@ -42,12 +42,19 @@ def send(
     args: list[Any] | None = None,
     **kwargs: Any,
 ) -> Any:
-    """Publish task `name` with `kwargs` (JSON only) and return its AsyncResult."""
+    """Publish task `name` with `kwargs` (JSON only) and return its AsyncResult.
+
+    The message's `argsrepr`/`kwargsrepr` (what worker logs, task events and Flower show) carry
+    sizes instead of user text, the same redaction as dead letters; the task still gets the text."""
+    from jeffrey_core.dlq import redact  # dlq publishes through this module
+
     task = str(name)
     return app.send_task(
         task,
         args=args,
         kwargs=kwargs,
+        argsrepr=repr([redact(value)[0] for value in args or []]),
+        kwargsrepr=repr(redact(kwargs)[0]),
         queue=queue_for(task).value,
         retry=True,
         retry_policy=PUBLISH_RETRY[caller],
