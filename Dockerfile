@@ -9,10 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY shared ./shared
 COPY services ./services
-RUN pip install . \
+# The versions the suite ran with: constraints.txt pins every package (make lock regenerates it).
+RUN pip install -c constraints.txt . \
     && useradd --uid 10001 --create-home --shell /usr/sbin/nologin jeffrey
 
 USER jeffrey

@@ -6,16 +6,19 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv lock run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml constraints.txt scripts/bootstrap.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) scripts/bootstrap.sh
 	@touch $(STAMP)
 
 venv: $(STAMP) ## Create/update .venv
+
+lock: $(STAMP) ## Regenerate constraints.txt (pinned Python packages; LOCK_UPGRADE=1 resolves afresh)
+	VENV=$(VENV) scripts/lock.sh
 
 run: $(STAMP) ## Start the embedded stack: Redis, SQLite, api, worker, beat, flower (Ctrl-C stops)
 	$(BIN)/jeffrey stack up

@@ -17,9 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+import redis.asyncio as aioredis
 
+from jeffrey_api.errors import ApiError
+from jeffrey_api.streams import LEASE_REFRESH_SECONDS, LEASE_SECONDS, StreamLimiter
 from jeffrey_core.auth import mint_token
 from jeffrey_core.redis_keys import RedisKeys
+from jeffrey_core.settings import ApiSettings, RedisSettings, Settings
 from tests.support.processes import eventually, service_env, start_api
 
 pytestmark = pytest.mark.integration
@@ -208,3 +212,40 @@ def test_a_stream_ends_when_its_token_expires(api: Api) -> None:
     eventually(lambda: api.leases(user) == 0 and api.open_streams() == 0, 15, "stream not released")
     # The expired token no longer opens anything.
     assert httpx.get(f"{api.base}/api/v1/events", headers=headers).status_code == 401
+
+
+def test_leases_left_by_a_dead_replica_expire_and_a_lost_lease_ends_the_stream(redis_url: str) -> None:
+    """The per-user count lives in Redis: leases a crashed replica never released stop counting once
+    they are LEASE_SECONDS old (by the Redis clock), and a stream whose lease is gone learns it."""
+    settings = Settings(
+        redis=RedisSettings(REDIS_URL=redis_url), api=ApiSettings(SSE_MAX_PER_USER=2, SSE_MAX_TOTAL=10)
+    )
+    user, keys = new_user(), RedisKeys()
+
+    async def scenario() -> None:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        limiter = StreamLimiter(settings, client, keys)
+        try:
+            now, _ = await client.time()
+            key = keys.sse_streams(user)
+            await client.zadd(key, {"dead-replica-stale": now - LEASE_SECONDS - 1, "dead-replica-live": now})
+            first = await limiter.open(user, keys.events_channel())  # the stale lease was dropped
+            with pytest.raises(ApiError) as refused:  # the live one still counts
+                await limiter.open(user, keys.events_channel())
+            assert refused.value.status_code == 429 and refused.value.details == {"scope": "user", "limit": 2}
+            assert limiter.active == 1 and set(await client.zrange(key, 0, -1)) == {
+                "dead-replica-live",
+                first.lease_id,
+            }
+
+            await client.zrem(key, first.lease_id)  # as if it had gone stale and been dropped
+            first.refreshed_at -= LEASE_REFRESH_SECONDS
+            assert await limiter.refresh(first) is False
+            await limiter.release(first)
+            await limiter.release(first)  # twice is harmless
+            assert limiter.active == 0 and await client.zcard(key) == 1
+        finally:
+            await limiter.aclose()
+            await client.aclose()
+
+    asyncio.run(scenario())

@@ -8,12 +8,14 @@ its own (never one of the request pool), and each ends when its access token exp
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator
 
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from jeffrey_api.deps import MemoriesPrincipalDep, StateDep
@@ -21,6 +23,7 @@ from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.streams import StreamLimiter, StreamSlot
 from jeffrey_core.auth import Principal
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])
 HEARTBEAT_SECONDS = 15.0
 POLL_SECONDS = 1.0
@@ -43,9 +46,18 @@ class EventStream:
         return POLL_SECONDS if self.expires_at is None else self.expires_at - time.time()
 
     async def events(self) -> AsyncGenerator[str, None]:
-        """Heartbeats, the caller's events, and a last `token_expired` event when the token runs out."""
-        assert self.slot.pubsub is not None
+        """Heartbeats, the caller's events, and a last `token_expired` event when the token runs out.
+
+        Redis failing ends the stream (the client reconnects), it never fails the response."""
         yield ": connected\n\n"
+        try:
+            async for frame in self._frames():
+                yield frame
+        except RedisError as exc:
+            log.warning("event stream ended: Redis failed (%s)", exc.__class__.__name__)
+
+    async def _frames(self) -> AsyncGenerator[str, None]:
+        assert self.slot.pubsub is not None
         idle = 0.0
         while not await self.request.is_disconnected():
             left = self.seconds_left()
