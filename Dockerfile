@@ -18,4 +18,5 @@ RUN pip install -c constraints.txt . \
 
 USER jeffrey
 EXPOSE 8000 5555
-CMD ["uvicorn", "jeffrey_api.main:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# The API, one worker process per CPU (API_WORKERS overrides); compose adds PROMETHEUS_MULTIPROC_DIR.
+CMD ["python", "-m", "jeffrey_api.serve", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]

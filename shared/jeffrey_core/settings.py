@@ -155,6 +155,14 @@ class ApiSettings(_Section):
     # The longest a request waits for a worker's answer (POST /emotion/detect, /ops/echo): a longer
     # `timeout` in the body is cut to this; 504 `worker_timeout` after it. The wait holds no thread.
     result_max_wait: float = Field(10.0, gt=0, le=30, validation_alias="API_RESULT_MAX_WAIT")
+    # Worker processes started by `python -m jeffrey_api.serve` (compose); blank: one per CPU the
+    # container may use (docs/performance.md, "Process model and sizing"). `make run` stays at one.
+    workers: int | None = Field(None, ge=1, le=64, validation_alias="API_WORKERS")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _blank_workers(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class EmotionSettings(_Section):

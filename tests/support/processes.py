@@ -171,6 +171,10 @@ def start_worker(
 
 
 def start_api(env: dict[str, str], log_dir: Path) -> tuple[ServiceProcess, str]:
+    """One uvicorn process. PROMETHEUS_MULTIPROC_DIR is dropped: tests share one env with the worker,
+    whose directory that is (a single API process keeps its own registry; test_api_multiprocess_metrics
+    starts several)."""
+    env = {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     port = free_port()
     argv = [
         sys.executable,

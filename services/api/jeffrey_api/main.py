@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from jeffrey_api.middleware import (
     RateLimitMiddleware,
     RequestIdMiddleware,
 )
+from jeffrey_api.multiprocess_metrics import mark_self_dead, multiprocess_dir, scrape_registry, watch_streams
 from jeffrey_api.routes import audit, dlq, dreams, emotion, events, health, memories, ops, tokens, users
 from jeffrey_api.schemas import ErrorEnvelope
 from jeffrey_api.state import AppState
@@ -38,9 +40,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.security.secret_key is not None:
         key_ring(settings.security)  # a malformed JEFFREY_KEY_ID / JEFFREY_VERIFY_KEYS fails here, named
     configure_logging("api", settings.observability.log_level, settings.observability.log_format)
+    # One process: one registry, written and scraped. Several (PROMETHEUS_MULTIPROC_DIR): the
+    # instruments write to files and /metrics serves the files' sum (jeffrey_api.multiprocess_metrics).
+    multiproc = multiprocess_dir()
     registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    if multiproc is None:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+    scrape = registry if multiproc is None else scrape_registry(multiproc)
     error_responses: dict[int | str, dict[str, Any]] = {
         # 400: a body that is not even text (FastAPI's parse error); 429: the rate limits of /api/v1.
         code: {"model": ErrorEnvelope}
@@ -52,27 +59,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=(
             "Store memories, annotate emotions, consolidate dreams. Auth: `Authorization: Bearer <jwt>`."
         ),
-        lifespan=_lifespan(settings, registry),
+        lifespan=_lifespan(settings, scrape, multiproc),
         responses=error_responses,
     )
     install_error_handlers(app)
     _add_middleware(app, settings)
-    _add_metrics(app, registry)
+    _add_metrics(app, registry, scrape, multiproc)
     _include_routers(app)
     return app
 
 
 def _lifespan(
-    settings: Settings, registry: CollectorRegistry
+    settings: Settings, registry: CollectorRegistry, multiproc: Path | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = AppState.open(settings, registry)
         app.state.jeffrey = state
+        if multiproc is not None:
+            watch_streams(state.streams)
         try:
             yield
         finally:
             await state.close()
+            if multiproc is not None:
+                mark_self_dead(multiproc)
 
     return lifespan
 
@@ -103,14 +114,20 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(RequestIdMiddleware)
 
 
-def _add_metrics(app: FastAPI, registry: CollectorRegistry) -> None:
+def _add_metrics(
+    app: FastAPI, registry: CollectorRegistry, scrape: CollectorRegistry, multiproc: Path | None
+) -> None:
     Instrumentator(
         registry=registry,
         excluded_handlers=["/metrics"],
         should_group_status_codes=False,
     ).instrument(app)
-    registry.register(DreamCollector(lambda: getattr(app.state, "jeffrey", None)))
-    registry.register(StreamCollector(lambda: getattr(getattr(app.state, "jeffrey", None), "streams", None)))
+    # Read from the database and Redis when scraped: once per scrape, by the process that answers.
+    scrape.register(DreamCollector(lambda: getattr(app.state, "jeffrey", None)))
+    if multiproc is None:  # else `livesum` gauges summed over the processes (watch_streams)
+        scrape.register(
+            StreamCollector(lambda: getattr(getattr(app.state, "jeffrey", None), "streams", None))
+        )
 
 
 def _include_routers(app: FastAPI) -> None:

@@ -105,7 +105,24 @@ class StreamLimiter:
         self._subscriber = aioredis.Redis(connection_pool=self._pool)
         self._acquire = self._redis.register_script(_ACQUIRE)
         self._refresh = self._redis.register_script(_REFRESH)
-        self.active = 0
+        self._report_active: Callable[[int], None] | None = None
+        self._active = 0
+
+    @property
+    def active(self) -> int:
+        """Streams open in this process."""
+        return self._active
+
+    @active.setter
+    def active(self, value: int) -> None:
+        self._active = value
+        if self._report_active is not None:
+            self._report_active(value)
+
+    def report_active_to(self, report: Callable[[int], None]) -> None:
+        """Call `report` with the count whenever it changes (multiprocess metrics: a gauge's set)."""
+        self._report_active = report
+        report(self._active)
 
     async def open(self, user_id: str, channel: str) -> StreamSlot:
         """A slot subscribed to `channel`; 429 past a cap, RedisError (503) when Redis cannot say."""
