@@ -159,3 +159,11 @@ def test_alert_delivery_secrets_only_reach_alertmanager(config: dict[str, Any]) 
         env = services[name]["environment"]
         for secret in ("WEBHOOK_URL", "SLACK_WEBHOOK_URL", "SMTP_PASSWORD"):
             assert env.get(f"ALERTMANAGER_{secret}") == "", (name, secret)
+
+
+def test_api_runs_one_process_per_cpu_with_its_own_metrics_dir(config: dict[str, Any]) -> None:
+    api, worker = config["services"]["api"], config["services"]["worker"]
+    assert api["command"][:3] == ["python", "-m", "jeffrey_api.serve"]
+    assert "--workers" not in api["command"]  # the launcher picks the count (API_WORKERS or CPUs)
+    api_dir = api["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+    assert api_dir and api_dir != worker["environment"]["PROMETHEUS_MULTIPROC_DIR"]
