@@ -60,3 +60,15 @@ def test_long_values_are_cut_to_their_columns(session: Session) -> None:
     (stored,) = list_audit(session, AuditFilter(actor="a" * 128), 1, None)[0]
     assert stored.id == row.id
     assert (len(stored.target or ""), len(stored.request_id or ""), len(stored.outcome)) == (256, 128, 64)
+
+
+def test_nul_and_lone_surrogates_in_a_target_are_stored_replaced(session: Session) -> None:
+    """A user_id from the query or the path reaches the audit row as sent: PostgreSQL refuses NUL and
+    no database takes a lone surrogate, so they are replaced rather than losing the row (found by
+    schemathesis on PostgreSQL)."""
+    actor = f"ops-{uuid.uuid4().hex[:8]}"
+    record_audit(session, actor, AuditAction.ACT_FOR_USER, "a\x00b\ud800c\ud83d\ude00d", "req\x00", "ok")
+    session.commit()
+    session.expire_all()
+    (stored,) = list_audit(session, AuditFilter(actor=actor), 1, None)[0]
+    assert (stored.target, stored.request_id) == ("a\ufffdb\ufffdc\U0001f600d", "req\ufffd")

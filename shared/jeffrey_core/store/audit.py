@@ -1,7 +1,8 @@
 """The audit log of admin actions: append and list, never update or delete (no API does).
 
 `record_audit` is the one way in, for every admin route (jeffrey_api.audit) and the CLI; each value is
-cut to its column so a long target never makes the write fail.
+cut to its column and made storable (NUL and lone surrogates replaced), so a hostile target (a
+`user_id` from the query or the path) never makes the write fail on any database.
 """
 
 from __future__ import annotations
@@ -49,15 +50,22 @@ def record_audit(
     """Append one audit row to `session` (the caller commits): who did what to which target, under
     which request id, and how it ended ("ok" or the error code)."""
     row = AuditRecord(
-        actor=actor[:128],
-        action=str(action)[:64],
-        target=None if target is None else target[:256],
-        request_id=None if request_id is None else request_id[:128],
-        outcome=outcome[:64],
+        actor=_storable(actor, 128),
+        action=_storable(str(action), 64),
+        target=None if target is None else _storable(target, 256),
+        request_id=None if request_id is None else _storable(request_id, 128),
+        outcome=_storable(outcome, 64),
     )
     session.add(row)
     session.flush()
     return row
+
+
+def _storable(value: str, limit: int) -> str:
+    """`value` as every database stores it: PostgreSQL refuses NUL, UTF-8 has no lone surrogates (each
+    becomes U+FFFD; a surrogate pair becomes its character); cut to the column's `limit` characters."""
+    whole = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return whole.replace("\x00", "\ufffd")[:limit]
 
 
 def list_audit(
