@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import RedisError
@@ -27,7 +28,9 @@ from jeffrey_core.store.pagination import Cursor, InvalidCursorError
 log = logging.getLogger(__name__)
 
 
-def get_state(request: Request) -> AppState:
+# The trivial dependencies are `async def`: FastAPI runs a plain `def` dependency in the threadpool,
+# one thread hop each per request (issue 12: measured on the memory POST).
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.jeffrey
     return state
 
@@ -35,16 +38,25 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    with state.sessions() as session:
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    """A session for the request. Opening it does no I/O (the connection is taken on first use);
+    closing it after a commit does none either, so only a session still in a transaction (a read,
+    or an error before the commit: closing rolls back) is closed in the threadpool."""
+    session = state.sessions()
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
@@ -164,7 +176,7 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def require_memories_scope(principal: PrincipalDep) -> Principal:
+async def require_memories_scope(principal: PrincipalDep) -> Principal:
     if not ({TokenScope.MEMORIES, TokenScope.ADMIN} & principal.scopes):
         raise ApiError(403, "forbidden", "this token lacks the 'memories' scope")
     return principal
@@ -173,7 +185,7 @@ def require_memories_scope(principal: PrincipalDep) -> Principal:
 MemoriesPrincipalDep = Annotated[Principal, Depends(require_memories_scope)]
 
 
-def require_admin(principal: PrincipalDep) -> Principal:
+async def require_admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "this endpoint needs a token with the 'admin' scope")
     return principal
