@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv lock run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-quality bench-profile bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -69,7 +69,17 @@ bench-dream: $(STAMP) ## Dream consolidation benchmark (N = 1,000 and 10,000): m
 eval-dreams: $(STAMP) ## Dream grouping on real text (Banking77 test, diaries, frames, random): docs/dream-eval.json
 	$(BIN)/python scripts/eval_dreams.py
 
-bench: bench-dream eval-emotion eval-dreams ## Every benchmark
+bench: $(STAMP) ## Gateway, queue, annotation, consolidation vs same-run baselines (needs wrk; < 15 min): bench/results, docs/performance.md
+	$(BIN)/python -m bench.gateway $(if $(BENCH_BEFORE),--before $(BENCH_BEFORE))
+	$(BIN)/python -m bench.queue
+	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.report
+
+bench-quality: bench-dream eval-emotion eval-dreams ## The dream and emotion quality benchmarks
+
+bench-profile: $(STAMP) ## Flame graph of the memory POST under load (py-spy): docs/performance/memory-post-sqlite.svg
+	$(BIN)/pip install --quiet py-spy
+	$(BIN)/python -m bench.profile_post
 
 compose-config: $(STAMP) ## Validate compose.yaml with a real Compose v2 implementation
 	$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")') -f compose.yaml --env-file .env.example config --quiet && echo compose.yaml is valid

@@ -1,0 +1,120 @@
+"""Queue path benchmark: echo round trips through the project's Celery configuration and base task
+against a bare Celery app with default settings and a no-op task, same pool, same Redis, same run.
+
+    python -m bench.queue [--tasks 2000]
+
+Each side: one private redis-server db, a prefork worker with -c 2, N tasks sent, then every result
+awaited; tasks/s = N / (first send .. last result). Also the peak RSS of the worker's processes.
+Writes bench/results/queue.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import SECRET, Proc, children, peak_rss_mb, redis_server, wait_until, write_result
+from bench.gateway import project_env
+
+FLAGS = ["--without-mingle", "--without-gossip", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"]
+
+
+def _worker(name: str, argv: list[str], env: dict[str, str], tmp: Path) -> Proc:
+    proc = Proc.start(name, [sys.executable, "-m", "celery", *argv, *FLAGS], env, tmp)
+    if not wait_until(lambda: len(children(proc.pid)) >= 2 or proc.popen.poll() is not None, 60, 0.1):
+        proc.stop()
+        raise RuntimeError(f"{name} worker did not start: {proc.output()[-2000:]}")
+    return proc
+
+
+def _round_trips(send: Any, n: int) -> dict[str, Any]:
+    for result in [send(f"warm-{i}") for i in range(50)]:
+        result.get(timeout=60)
+    started = time.perf_counter()
+    results = [send(f"message-{i}") for i in range(n)]
+    sent = time.perf_counter() - started
+    for result in results:
+        result.get(timeout=120)
+    elapsed = time.perf_counter() - started
+    return {
+        "tasks": n,
+        "seconds": round(elapsed, 3),
+        "send_seconds": round(sent, 3),
+        "tasks_per_s": round(n / elapsed, 1),
+    }
+
+
+def _rss(proc: Proc) -> dict[str, Any]:
+    return {"parent_mb": peak_rss_mb(proc.pid), "pool_mb": [peak_rss_mb(c) for c in children(proc.pid)]}
+
+
+def bench_bare(redis_url: str, n: int, tmp: Path) -> dict[str, Any]:
+    import os
+
+    env = {**os.environ, "BARE_REDIS_URL": redis_url, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    os.environ["BARE_REDIS_URL"] = redis_url
+    from bench.bare_celery import app, noop
+
+    app.conf.broker_url = app.conf.result_backend = redis_url
+    proc = _worker("bare-worker", ["-A", "bench.bare_celery", "worker"], env, tmp)
+    try:
+        result = _round_trips(lambda m: noop.delay(m), n)
+        result["worker_rss"] = _rss(proc)
+        return result
+    finally:
+        proc.stop()
+        app.close()
+
+
+def bench_project(redis_url: str, n: int, tmp: Path) -> dict[str, Any]:
+    from jeffrey_core import enqueue
+    from jeffrey_core.celery_factory import create_celery
+    from jeffrey_core.contract import TaskName
+    from jeffrey_core.settings import get_settings
+
+    env = project_env(redis_url, f"sqlite:///{tmp}/queue.db")
+    env["JEFFREY_SECRET_KEY"] = SECRET
+    for key in ("REDIS_URL", "DATABASE_URL"):
+        import os
+
+        os.environ[key] = env[key]
+    get_settings.cache_clear()
+    app = create_celery(get_settings(), main="bench-client")
+    argv = ["-A", "jeffrey_worker.app", "worker", "-E", "-Q", "dream,emotion,default"]
+    proc = _worker("project-worker", argv, env, tmp)
+    try:
+
+        def send(message: str) -> Any:
+            return enqueue.send(app, TaskName.SYSTEM_ECHO, caller=enqueue.Caller.REQUEST, message=message)
+
+        result = _round_trips(send, n)
+        result["worker_rss"] = _rss(proc)
+        return result
+    finally:
+        proc.stop()
+        app.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmpdir, redis_server(Path(tmpdir)) as redis_url:
+        tmp = Path(tmpdir)
+        bare = bench_bare(redis_url.replace("/0", "/1"), args.tasks, tmp)
+        print(f"bare Celery: {bare['tasks_per_s']} tasks/s")
+        project = bench_project(redis_url.replace("/0", "/2"), args.tasks, tmp)
+        print(f"project:     {project['tasks_per_s']} tasks/s")
+    ratio = round(project["tasks_per_s"] / bare["tasks_per_s"], 3)
+    print(f"ratio {ratio} (target >= 0.8)")
+    write_result("queue", {"pool": "prefork -c 2", "baseline": bare, "project": project, "ratio": ratio})
+
+
+if __name__ == "__main__":
+    main()
