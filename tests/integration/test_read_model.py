@@ -13,7 +13,7 @@ from jeffrey_core.settings import DatabaseSettings
 from jeffrey_core.store import dreams as store
 from jeffrey_core.store import memories as repo
 from jeffrey_core.store.engine import create_db_engine, create_session_factory
-from jeffrey_core.store.models import Consolidation, Dream, RunStatus, RunTrigger
+from jeffrey_core.store.models import Consolidation, Dream, Memory, RunStatus, RunTrigger
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -38,9 +38,10 @@ def fresh_session(sqlite_url: str) -> Iterator[Session]:
 
 def seed(session: Session, user: str) -> None:
     """6 memories (2 consolidated into a joy dream, 1 without a dream), 4 runs in 4 states."""
-    rows = repo.add_memories(
+    added = repo.add_memories(
         session, user, [repo.NewMemory(f"{user} memory {i}", {}, T0 + timedelta(minutes=i)) for i in range(6)]
     )
+    rows = [session.get_one(Memory, row.id) for row in added]  # add_memories' rows are not in the session
     runs = {status: store.create_run(session, user, RunTrigger.API) for status in RunStatus}
     for status, run in runs.items():
         run.status = status.value
