@@ -9,12 +9,15 @@ from kombu.entity import Exchange
 from kombu.entity import Queue as KombuQueue
 
 from jeffrey_core.contract import TASK_ROUTES, Queue
+from jeffrey_core.redis_client import celery_sentinel_options, celery_url
 from jeffrey_core.settings import Settings
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration every Jeffrey process shares."""
-    redis_url = settings.redis.dsn()
+    # REDIS_URL, or `sentinel://` URLs with the master's name in the transport options (REDIS_SENTINELS).
+    redis_url = celery_url(settings.redis)
+    sentinel = celery_sentinel_options(settings.redis)
     transport = {
         # Must exceed the longest task time limit or Redis redelivers running tasks (validated in settings).
         "visibility_timeout": settings.celery.visibility_timeout,
@@ -22,6 +25,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "socket_timeout": max(settings.redis.socket_timeout, 5.0),
         "retry_on_timeout": True,
         "health_check_interval": 25,
+        **sentinel,
     }
     exchange = Exchange("jeffrey", type="direct")
     queues = [KombuQueue(q.value, exchange, routing_key=q.value) for q in Queue]
@@ -29,7 +33,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": redis_url,
         "result_backend": redis_url,
         "broker_transport_options": transport,
-        "result_backend_transport_options": {"visibility_timeout": settings.celery.visibility_timeout},
+        "result_backend_transport_options": {
+            "visibility_timeout": settings.celery.visibility_timeout,
+            **sentinel,
+        },
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": settings.redis.connect_timeout * 4,
         "redis_socket_connect_timeout": settings.redis.connect_timeout,

@@ -91,10 +91,49 @@ class RedisSettings(_Section):
     connect_timeout: float = Field(1.0, gt=0, validation_alias="REDIS_CONNECT_TIMEOUT")
     socket_timeout: float = Field(2.0, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT")
     key_prefix: str = Field("jeffrey", min_length=1, validation_alias="REDIS_KEY_PREFIX")
+    # High availability (docs/operations.md): with REDIS_SENTINELS ("host:port,host:port") every client
+    # asks these Sentinels for the current master of REDIS_SENTINEL_MASTER; REDIS_URL then only gives
+    # the database number and (unless REDIS_PASSWORD does) the master's password. Empty: REDIS_URL as is.
+    sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(
+        default_factory=list, validation_alias="REDIS_SENTINELS"
+    )
+    sentinel_master: str = Field(
+        "jeffrey", pattern=r"^[A-Za-z0-9._-]{1,64}$", validation_alias="REDIS_SENTINEL_MASTER"
+    )
+    # The Sentinels' own password (their `requirepass`), when they have one.
+    sentinel_password: SecretStr | None = Field(None, validation_alias="REDIS_SENTINEL_PASSWORD")
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [_host_port(part.strip()) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("sentinel_password", mode="before")
+    @classmethod
+    def _blank_sentinel_password(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     def dsn(self) -> str:
         """REDIS_URL with REDIS_PASSWORD filled in when the URL carries none."""
         return with_password(self.url, self.password.get_secret_value() if self.password else None)
+
+    def master_password(self) -> str | None:
+        """The password of the Redis servers themselves (REDIS_PASSWORD, else the one in REDIS_URL)."""
+        return self.password.get_secret_value() if self.password else _password_in_url(self.url)
+
+    def db(self) -> int:
+        """The database number REDIS_URL names (its path), 0 when it names none."""
+        path = urlsplit(self.url).path.strip("/")
+        return int(path) if path.isdigit() else 0
+
+
+def _host_port(entry: str) -> tuple[str, int]:
+    host, sep, port = entry.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"REDIS_SENTINELS entries must be host:port, got {entry!r}")
+    return host.strip("[]"), int(port)
 
 
 class DatabaseSettings(_Section):
@@ -372,6 +411,8 @@ def _check_secrets(settings: Settings, check: Callable[[str, str | None], None],
         check("REDIS_PASSWORD", _reveal(settings.redis.password))
     if redis_url_password is not None:
         check("REDIS_URL (password)", redis_url_password)
+    if settings.redis.sentinel_password is not None:
+        check("REDIS_SENTINEL_PASSWORD", _reveal(settings.redis.sentinel_password))
     if not settings.database.url.startswith("sqlite"):
         check("DATABASE_URL (password)", _password_in_url(settings.database.url))
     _check_flower(_reveal(settings.flower.basic_auth), check, problems)

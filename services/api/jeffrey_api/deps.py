@@ -111,6 +111,10 @@ async def authenticate(scope: Scope, settings: Settings) -> Principal | ApiError
     return result
 
 
+class _RecentlyDownError(TimeoutError):
+    """Redis failed less than `down_seconds` ago: not asked again yet."""
+
+
 class RevocationGate:
     """Looks each token's `jti` up in Redis (`jeffrey_core.revocation`).
 
@@ -129,11 +133,14 @@ class RevocationGate:
             return
         try:
             if time.monotonic() < self._down_until:
-                raise TimeoutError("recently failed")
+                raise _RecentlyDownError("recently failed")
             async with asyncio.timeout(self.timeout):
                 revoked = await is_revoked(state.redis, state.keys, principal.jti)
         except (RedisError, OSError, TimeoutError) as exc:
-            self._note_down(exc)
+            # Only a real failure extends the window: a steady stream of requests must not keep the
+            # gate closed for ever once Redis is back (or a Sentinel failover is over).
+            if not isinstance(exc, _RecentlyDownError):
+                self._note_down(exc)
             if principal.is_admin:
                 raise unavailable(
                     REVOCATION_UNAVAILABLE, "cannot check admin tokens against revocations; retry later"

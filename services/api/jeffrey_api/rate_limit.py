@@ -28,6 +28,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from redis.exceptions import RedisError
 
+from jeffrey_core.redis_client import create_async_pool
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import RateLimitSettings, Settings
 
@@ -135,8 +136,8 @@ class RateLimiter:
     def from_settings(cls, settings: Settings) -> RateLimiter:
         timeout = settings.rate_limit.redis_timeout
         # A pool of its own: the limiter neither waits behind nor starves the request pool.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis.dsn(),
+        pool = create_async_pool(
+            settings.redis,
             max_connections=_POOL_SIZE,
             timeout=timeout,
             socket_connect_timeout=timeout,

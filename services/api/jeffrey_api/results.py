@@ -15,7 +15,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery, states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 
 POLL_FIRST_SECONDS = 0.02
 POLL_MAX_SECONDS = 0.25
@@ -28,9 +28,18 @@ class PolledRedisBackend(RedisBackend):  # type: ignore[misc]
         return None
 
 
+class PolledSentinelBackend(SentinelBackend):  # type: ignore[misc]
+    """The same through Sentinel (REDIS_SENTINELS: the URL is `sentinel://...;sentinel://...`)."""
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+
 def polled_backend_url(dsn: str) -> str:
-    """`result_backend` naming PolledRedisBackend on the Redis at `dsn` (Celery's "class+url" form)."""
-    return f"{PolledRedisBackend.__module__}:{PolledRedisBackend.__qualname__}+{dsn}"
+    """`result_backend` naming PolledRedisBackend (PolledSentinelBackend for a `sentinel://` URL) on the
+    Redis at `dsn` (Celery's "class+url" form)."""
+    backend = PolledSentinelBackend if dsn.startswith("sentinel://") else PolledRedisBackend
+    return f"{backend.__module__}:{backend.__qualname__}+{dsn}"
 
 
 async def await_result(

@@ -18,7 +18,7 @@ from jeffrey_api.streams import StreamLimiter
 from jeffrey_core.breaker import read_breaker
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import EMOTION_BREAKER
-from jeffrey_core.redis_client import create_async_redis, create_sync_redis
+from jeffrey_core.redis_client import celery_url, create_async_redis, create_sync_redis
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings
 from jeffrey_core.store.engine import create_db_engine, create_session_factory
@@ -49,7 +49,7 @@ class AppState:
         redis = create_async_redis(settings.redis)
         celery = create_celery(settings, main="jeffrey-api")
         # Results are awaited by polling (jeffrey_api.results), never by a subscription per sent task.
-        celery.conf.result_backend = polled_backend_url(settings.redis.dsn())
+        celery.conf.result_backend = polled_backend_url(celery_url(settings.redis))
         redis_bytes = create_sync_redis(settings.redis, decode_responses=False)
         readiness = ReadinessProbe(
             redis,

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio.client import PubSub
 
 from jeffrey_api.errors import RETRY_AFTER_SECONDS, ApiError
+from jeffrey_core.redis_client import create_async_pool
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings
 
@@ -93,8 +94,8 @@ class StreamLimiter:
         self.max_total = settings.api.sse_max_total
         self._redis = redis  # the request pool: the short lease calls only
         self._keys = keys
-        self._pool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis.dsn(),
+        self._pool = create_async_pool(
+            settings.redis,
             max_connections=self.max_total,
             timeout=settings.redis.connect_timeout,
             socket_connect_timeout=settings.redis.connect_timeout,

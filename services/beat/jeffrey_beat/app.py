@@ -15,6 +15,7 @@ from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import TaskName
 from jeffrey_core.enqueue import PUBLISH_RETRY, Caller
 from jeffrey_core.logging import configure_logging
+from jeffrey_core.redis_client import redbeat_config
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.schedule import cron_schedule
 from jeffrey_core.settings import Settings, get_settings
@@ -75,9 +76,10 @@ def create_beat_app(settings: Settings) -> Celery:
     app = create_celery(settings, main="jeffrey-beat")
     keys = RedisKeys(settings.redis.key_prefix)
     app.conf.update(
-        beat_scheduler="redbeat.RedBeatScheduler",
+        # redbeat's scheduler, surviving a Redis failover (jeffrey_beat.scheduler).
+        beat_scheduler="jeffrey_beat.scheduler:FailoverTolerantScheduler",
         beat_max_loop_interval=MAX_LOOP_INTERVAL,
-        redbeat_redis_url=settings.redis.dsn(),
+        **redbeat_config(settings.redis),  # REDIS_URL, or the Sentinels (REDIS_SENTINELS)
         redbeat_key_prefix=keys.redbeat_prefix(),
         redbeat_lock_timeout=LOCK_TIMEOUT,
         beat_schedule=beat_schedule(settings),
