@@ -1,6 +1,6 @@
 """Annotation and consolidation benchmarks, each against its baseline in the same run.
 
-    python -m bench.pipeline [--annotate 2000] [--consolidate 10000]
+    python -m bench.pipeline [--annotate 1000] [--consolidate 10000]
 
 Annotation: the models' raw batched throughput in one process (emotion detector + text encoder,
 batches of EMOTION_ANNOTATE_BATCH_SIZE) against the annotation service the worker task runs
@@ -48,15 +48,22 @@ def bench_annotation(ctx: Any, n: int) -> dict[str, Any]:
     batch = ctx.settings.emotion.annotate_batch_size
     detector, encoder = EmotionDetector.load(), ctx.embedder
     detector.detect(texts[:batch]), encoder.embed_many(texts[:batch])  # load and warm both models
-    started = time.perf_counter()
-    for i in range(0, n, batch):
-        detector.detect(texts[i : i + batch])
-        encoder.embed_many(texts[i : i + batch])
-    raw = n / (time.perf_counter() - started)
+
+    def raw_rate() -> float:
+        started = time.perf_counter()
+        for i in range(0, n, batch):
+            detector.detect(texts[i : i + batch])
+            encoder.embed_many(texts[i : i + batch])
+        return n / (time.perf_counter() - started)
+
+    # The raw models are timed before and after the service and the faster pass is the baseline, so
+    # a quieter minute on a shared machine cannot flatter the service.
+    first = raw_rate()
     _store(ctx, "bench-annotate", _texts(n, seed=11))
     started = time.perf_counter()
     annotate_all(ctx)
     service = n / (time.perf_counter() - started)
+    raw = max(first, raw_rate())
     return {
         "texts": n,
         "batch": batch,
@@ -164,7 +171,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--annotate", type=int, default=2000)
+    parser.add_argument("--annotate", type=int, default=1000)
     parser.add_argument("--consolidate", type=int, default=10000)
     args = parser.parse_args()
     from jeffrey_dev.dream_harness import worker_context
