@@ -61,7 +61,8 @@ class Node:
         if binary is None:
             pytest.skip("redis-server is not installed")
         path = self.log_dir / f"{self.name}-{self.port}.conf"  # Sentinel rewrites its file: no stdin
-        path.write_text(f"port {self.port}\nbind 127.0.0.1\n{self.config}")
+        # `dir`: RDB files (a replica's full sync) go to the test's folder, never the working tree.
+        path.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.log_dir}\n{self.config}")
         argv = [binary, str(path)] + (["--sentinel"] if sentinel else [])
         self.process = ServiceProcess(self.name, argv, dict(os.environ), self.log_dir).start()
         return self
