@@ -5,6 +5,7 @@ users, a per-IP budget that anonymous callers spend too, exempt paths, and fail-
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,8 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from jeffrey_api.rate_limit import Budget, Caller, RateLimiter
 from jeffrey_core.auth import mint_token
+from jeffrey_core.settings import RateLimitSettings
 from jeffrey_core.store.migrate import upgrade
 from tests.support.processes import RedisServer, ServiceProcess, eventually, service_env, start_api
 
@@ -183,3 +189,47 @@ def test_redis_down_fails_open_quickly(log_dir: Path, tmp_path: Path) -> None:
     finally:
         api.stop()
         redis.stop()
+
+
+def test_one_script_counts_as_the_limits_package_does(redis_server: RedisServer) -> None:
+    """The limiter's single script (one round trip for both budgets) keeps `limits`' keys and counts:
+    `limits`' own sliding-window-counter strategy, reading the same keys, agrees on what is left."""
+    asyncio.run(_compare_with_limits(redis_server.url(REDIS_DB)))
+
+
+async def _compare_with_limits(url: str) -> None:
+    settings = RateLimitSettings.model_validate(
+        {"RATE_LIMIT_WRITES": "3/minute", "RATE_LIMIT_IP_MULTIPLIER": "2"}
+    )
+    prefix = f"jeffrey-test-{uuid.uuid4().hex[:8]}:ratelimit"  # keys of this test only: no flush
+    pool = aioredis.ConnectionPool.from_url(url)
+    limiter = RateLimiter(settings, pool, prefix)
+    reference = SlidingWindowCounterRateLimiter(
+        RedisStorage("async+redis://", implementation="redispy", key_prefix=prefix, connection_pool=pool)
+    )
+    ip, alice, bob = f"10.{uuid.uuid4().int % 250}.0.1", new_user(), new_user()
+    try:
+        seen = []
+        for user in (alice, alice, alice, alice, bob, bob, bob):
+            quota = await limiter.check(Budget.WRITES, ip, user)
+            assert quota is not None
+            seen.append((quota.allowed, quota.caller.value, quota.remaining))
+            for caller, identity in ((Caller.IP, ip), (Caller.USER, user)):
+                item = limiter.items[Budget.WRITES, caller]
+                stats = await reference.get_window_stats(item, "writes", caller.value, identity)
+                if caller is quota.caller:
+                    assert stats.remaining == quota.remaining, (caller, seen)
+        # alice: 3 allowed, the 4th refused by her budget (the address's counted it); bob: the address
+        # has 6 - 4 = 2 left, the tighter budget, so his 2nd request empties it and his 3rd is refused.
+        assert seen == [
+            (True, "user", 2),
+            (True, "user", 1),
+            (True, "user", 0),
+            (False, "user", 0),
+            (True, "ip", 1),
+            (True, "ip", 0),
+            (False, "ip", 0),
+        ]
+        assert not await reference.test(limiter.items[Budget.WRITES, Caller.IP], "writes", "ip", ip)
+    finally:
+        await limiter.aclose()
