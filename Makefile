@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv lock run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-quality bench-profile bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
+.PHONY: help venv lock run dev test test-chaos dashboards promtool alertmanager train-emotion eval-emotion eval-dreams bench bench-scale bench-quality bench-profile bench-dream test-unit test-integration test-e2e lint format token migrate compose-config clean
 
 help: ## Show the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ bench: $(STAMP) ## Gateway, queue, annotation, consolidation vs same-run baselin
 	$(BIN)/python -m bench.gateway $(if $(BENCH_BEFORE),--before $(BENCH_BEFORE))
 	$(BIN)/python -m bench.queue
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.report
+
+bench-scale: $(STAMP) ## Worker processes 1/2/4, consolidation 1k/10k/100k (10 users), Redis ops/s + PG connections at peak, RSS of api/worker/beat/flower (PostgreSQL; ~10 min): bench/results/scale.json, docs/performance.md
+	$(BIN)/python -m bench.scale
 	$(BIN)/python -m bench.report
 
 bench-quality: bench-dream eval-emotion eval-dreams ## The dream and emotion quality benchmarks
