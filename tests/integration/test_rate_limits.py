@@ -148,6 +148,25 @@ def test_anonymous_callers_spend_the_address_budget(bases: list[str]) -> None:
     assert_refused(write(bases[0], auth(new_user())), "writes", "ip")
 
 
+def test_a_revoked_token_spends_only_the_address_budget(bases: list[str]) -> None:
+    """The revocation lookup rides on the limiter's one Redis round trip: a revoked token is refused
+    (401 token_revoked) and counted like an anonymous request, for the address alone."""
+    user = new_user()
+    token = mint_token(SECRET, user, ["memories"], 3600)
+    assert write(bases[0], {"Authorization": f"Bearer {token}"}).headers["ratelimit-remaining"] == "2"
+    revoke = httpx.post(
+        f"{bases[1]}/api/v1/tokens/revoke", json={"token": token}, headers=auth("rl-ops", "admin")
+    )
+    assert revoke.status_code == 200 and revoke.json()["revoked"] is True, revoke.text
+    for base in bases:  # both replicas see it
+        refused = write(base, {"Authorization": f"Bearer {token}"})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "token_revoked"
+    # The address spent 4 of its 6; the user's budget still holds 2, so a fresh token of theirs has 1 left.
+    assert refused.headers["ratelimit-limit"] == "6" and refused.headers["ratelimit-remaining"] == "2"
+    fresh = write(bases[0], auth(user))
+    assert fresh.status_code == 201 and fresh.headers["ratelimit-remaining"] == "1", fresh.headers
+
+
 def test_exempt_paths_are_never_limited(bases: list[str]) -> None:
     for _ in range(8):  # more than the read budget (5 per user, 10 per IP)
         for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):

@@ -70,6 +70,8 @@ bearer_scheme = HTTPBearer(
 PRINCIPAL_STATE_KEY = "principal"
 REVOCATION_UNAVAILABLE = "revocation_unavailable"
 _AUTH_RESULT_KEY = "jeffrey.auth_result"
+_VERIFIED_KEY = "jeffrey.verified_token"
+_REVOKED_KEY = "jeffrey.revoked"
 
 
 def verify_request_token(request: Request, settings: Settings) -> Principal:
@@ -96,19 +98,57 @@ async def authenticate(scope: Scope, settings: Settings) -> Principal | ApiError
     """The request's principal, or the error it deserves: the token is verified, and looked up in the
     revocation set, once per request and the outcome kept in `scope["state"]`, so the rate limiter, the
     auth middleware and the routes' dependencies share one verification (a valid principal is also
-    readable downstream as `request.state.principal`)."""
+    readable downstream as `request.state.principal`). When the rate limiter's Redis round trip already
+    answered the lookup (`note_revocation`), no second one is made."""
     state = scope.setdefault("state", {})
     result: Principal | ApiError | None = state.get(_AUTH_RESULT_KEY)
     if result is None:
-        try:
-            result = verify_request_token(Request(scope), settings)
-            gate, app_state = _revocation_gate(scope, settings)
-            await gate.refuse_revoked(result, app_state)
-            state[PRINCIPAL_STATE_KEY] = result
-        except ApiError as exc:
-            result = exc
+        result = verified_token(scope, settings)
+        if isinstance(result, Principal):
+            try:
+                await _refuse_revoked(scope, settings, result)
+                state[PRINCIPAL_STATE_KEY] = result
+            except ApiError as exc:
+                result = exc
         state[_AUTH_RESULT_KEY] = result
     return result
+
+
+def verified_token(scope: Scope, settings: Settings) -> Principal | ApiError:
+    """The request's token verified (signature, claims), without the revocation lookup; once per request."""
+    state = scope.setdefault("state", {})
+    result: Principal | ApiError | None = state.get(_VERIFIED_KEY)
+    if result is None:
+        try:
+            result = verify_request_token(Request(scope), settings)
+        except ApiError as exc:
+            result = exc
+        state[_VERIFIED_KEY] = result
+    return result
+
+
+def revocation_key(scope: Scope, principal: Principal) -> str | None:
+    """The Redis key that marks the principal's token revoked; None before the lifespan (nothing to ask)."""
+    app_state: AppState | None = getattr(scope["app"].state, "jeffrey", None)
+    return None if app_state is None else app_state.keys.revoked_token(principal.jti)
+
+
+def note_revocation(scope: Scope, revoked: bool) -> None:
+    """Keep what another Redis round trip of this request (the rate limiter's) said of `revocation_key`."""
+    scope.setdefault("state", {})[_REVOKED_KEY] = revoked
+
+
+async def _refuse_revoked(scope: Scope, settings: Settings, principal: Principal) -> None:
+    revoked: bool | None = scope["state"].get(_REVOKED_KEY)
+    if revoked is None:
+        gate, app_state = _revocation_gate(scope, settings)
+        await gate.refuse_revoked(principal, app_state)
+    elif revoked:
+        raise _revoked_error()
+
+
+def _revoked_error() -> ApiError:
+    return ApiError(401, "token_revoked", "the access token has been revoked", headers=_BEARER_HINT)
 
 
 class _RecentlyDownError(TimeoutError):
@@ -147,7 +187,7 @@ class RevocationGate:
                 ) from exc
             return
         if revoked:
-            raise ApiError(401, "token_revoked", "the access token has been revoked", headers=_BEARER_HINT)
+            raise _revoked_error()
 
     def _note_down(self, exc: BaseException) -> None:
         if time.monotonic() >= self._down_until:

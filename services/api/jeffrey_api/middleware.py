@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jeffrey_api.deps import authenticate
+from jeffrey_api.deps import authenticate, note_revocation, revocation_key, verified_token
 from jeffrey_api.errors import ApiError, error_response
 from jeffrey_api.rate_limit import Quota, RateLimiter, classify
 from jeffrey_core.auth import Principal
@@ -166,7 +166,8 @@ class RateLimitMiddleware:
     everything outside `prefix`. Fails open (no limit, no headers) while Redis cannot be asked.
 
     It sits in front of `ApiAuthMiddleware` so anonymous floods are limited per IP too; both share one
-    token verification (`authenticate`)."""
+    token verification (`authenticate`), and the limiter's one Redis round trip also looks the token
+    up in the revocation set (`deps.note_revocation`)."""
 
     def __init__(self, app: ASGIApp, settings: Settings, prefix: str = "/api/v1") -> None:
         self.app = app
@@ -182,9 +183,15 @@ class RateLimitMiddleware:
         if self.limiter is None or budget is None:
             await self.app(scope, receive, send)
             return
-        principal = await authenticate(scope, self.settings)
-        user = principal.user_id if isinstance(principal, Principal) else None
-        quota = await self.limiter.check(budget, _client_ip(scope), user)
+        # The token's revocation lookup rides on the limiter's round trip (one Redis call per request);
+        # `authenticate` asks Redis itself only when the limiter could not (fail open).
+        principal = verified_token(scope, self.settings)
+        user, revoked_key = None, None
+        if isinstance(principal, Principal):
+            user, revoked_key = principal.user_id, revocation_key(scope, principal)
+        quota = await self.limiter.check(budget, _client_ip(scope), user, revoked_key)
+        if quota is not None and quota.revoked is not None:
+            note_revocation(scope, quota.revoked)
         if quota is None:
             await self.app(scope, receive, send)
         elif not quota.allowed:

@@ -42,14 +42,22 @@ _READ_METHODS = frozenset({"GET", "HEAD"})
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _POOL_SIZE = 64
 
-# KEYS: the previous and the current window of each caller, in spending order (IP, then user).
-# ARGV: the window in seconds, then each caller's limit. Returns per caller asked
-# {allowed, previous count, previous TTL ms, current count, current TTL ms} after its hit; a refused
-# caller is the last one asked. The body of the loop is `limits`' acquire_sliding_window.lua.
+# KEYS: the previous and the current window of each caller, in spending order (IP, then user), then
+# optionally the key that marks the user's token revoked. ARGV: the window in seconds, then each
+# caller's limit. Returns {revoked (0 or 1), then per caller asked: {allowed, previous count, previous
+# TTL ms, current count, current TTL ms} after its hit}; a refused caller is the last one asked, and a
+# revoked token's user is not asked (its request is anonymous). The body of the loop is `limits`'
+# acquire_sliding_window.lua.
 _SPEND_LUA = """
 local expiry = tonumber(ARGV[1]) * 1000
-local answers = {}
-for i = 1, #KEYS / 2 do
+local callers = math.floor(#KEYS / 2)
+local revoked = 0
+if #KEYS % 2 == 1 and redis.call('exists', KEYS[#KEYS]) == 1 then
+    revoked = 1
+    callers = 1
+end
+local answers = {revoked}
+for i = 1, callers do
     local previous, current = KEYS[2 * i - 1], KEYS[2 * i]
     local limit = tonumber(ARGV[i + 1])
     local current_ttl = tonumber(redis.call('pttl', current))
@@ -71,7 +79,8 @@ for i = 1, #KEYS / 2 do
         end
         current_count = current_count + 1
     end
-    answers[i] = {allowed and 1 or 0, previous_count, previous_ttl, current_count, math.max(0, current_ttl)}
+    current_ttl = math.max(0, current_ttl)
+    answers[i + 1] = {allowed and 1 or 0, previous_count, previous_ttl, current_count, current_ttl}
     if not allowed then
         break
     end
@@ -121,6 +130,8 @@ class Quota:
     remaining: int
     reset_seconds: int
     allowed: bool
+    # What the same round trip said of the user's token (`check`'s `revocation_key`); None: not asked.
+    revoked: bool | None = None
 
     def headers(self) -> dict[str, str]:
         """The IETF RateLimit headers (draft-ietf-httpapi-ratelimit-headers): reset in seconds."""
@@ -178,14 +189,18 @@ class RateLimiter:
         )
         return cls(settings.rate_limit, pool, RedisKeys(settings.redis.key_prefix).rate_limit_prefix())
 
-    async def check(self, budget: Budget, ip: str, user: str | None) -> Quota | None:
+    async def check(
+        self, budget: Budget, ip: str, user: str | None, revocation_key: str | None = None
+    ) -> Quota | None:
         """Spends one request of `budget` for the IP, then (if allowed) for the user. Returns the refused
-        quota, else the tightest of the two; None when Redis failed or recently failed (fail open)."""
+        quota, else the tightest of the two; None when Redis failed or recently failed (fail open).
+        With `revocation_key` (the user's token's) the same round trip says whether it exists
+        (`Quota.revoked`); if it does, only the IP's budget is spent, as for an anonymous request."""
         if time.monotonic() < self._open_until:
             return None
         try:
             async with asyncio.timeout(self.settings.redis_timeout):
-                return await self._spend_all(budget, ip, user)
+                return await self._spend_all(budget, ip, user, revocation_key)
         except (RedisError, OSError, TimeoutError) as exc:
             self._open_until = time.monotonic() + self.settings.fail_open_seconds
             log.warning(
@@ -200,7 +215,9 @@ class RateLimiter:
         current = f"{self._key_prefix}:{{{item.key_for(*identifiers)}}}"
         return f"{current}/-1", current
 
-    async def _spend_all(self, budget: Budget, ip: str, user: str | None) -> Quota:
+    async def _spend_all(
+        self, budget: Budget, ip: str, user: str | None, revocation_key: str | None
+    ) -> Quota:
         callers = [(Caller.IP, ip)] + ([(Caller.USER, user)] if user is not None else [])
         items = [self.items[budget, caller] for caller, _ in callers]
         keys = [
@@ -210,9 +227,12 @@ class RateLimiter:
         ]
         # Every budget of one caller kind shares the window; IP and user limits differ only in amount.
         args = [items[0].get_expiry(), *(item.amount for item in items)]
-        answers = await self._spend_script(keys=keys, args=args)
+        if user is not None and revocation_key is not None:
+            keys.append(revocation_key)
+        revoked, *answers = await self._spend_script(keys=keys, args=args)
+        known = None if revocation_key is None else bool(revoked)
         quotas = [
-            _quota(budget, caller, item, answer)
+            _quota(budget, caller, item, answer, known)
             for (caller, _), item, answer in zip(callers, items, answers, strict=False)
         ]
         refused = [quota for quota in quotas if not quota.allowed]
@@ -224,7 +244,9 @@ class RateLimiter:
         await self._pool.disconnect()
 
 
-def _quota(budget: Budget, caller: Caller, item: RateLimitItem, answer: list[int]) -> Quota:
+def _quota(
+    budget: Budget, caller: Caller, item: RateLimitItem, answer: list[int], revoked: bool | None
+) -> Quota:
     """A caller's quota from the script's answer, as `limits`' `get_window_stats` computes it."""
     allowed, previous_count, previous_ttl_ms, current_count, current_ttl_ms = (int(v) for v in answer)
     expiry = item.get_expiry()
@@ -243,4 +265,5 @@ def _quota(budget: Budget, caller: Caller, item: RateLimitItem, answer: list[int
         remaining=max(0, item.amount - math.floor(weighted)),
         reset_seconds=max(0, math.ceil(reset)),
         allowed=bool(allowed),
+        revoked=revoked,
     )
