@@ -84,6 +84,14 @@ class ReadinessProbe:
         self._check_timeout = check_timeout
         self._lock = asyncio.Lock()
         self._last: ReadinessReport | None = None
+        # Its own thread budget: a burst of requests holding the shared pool (40 threads) must not make
+        # the probe time out and pull a healthy replica. Created on first use, inside the event loop.
+        self._threads: anyio.CapacityLimiter | None = None
+
+    def _in_thread(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self._threads is None:
+            self._threads = anyio.CapacityLimiter(3)
+        return anyio.to_thread.run_sync(func, *args, limiter=self._threads)
 
     async def report(self) -> tuple[ReadinessReport, bool]:
         """The current report and whether it came from the cache."""
@@ -96,7 +104,7 @@ class ReadinessProbe:
     async def _run(self) -> ReadinessReport:
         redis_check, db_check = await asyncio.gather(
             self._timed(self._redis.ping()),
-            self._timed(anyio.to_thread.run_sync(ping_database, self._engine)),
+            self._timed(self._in_thread(ping_database, self._engine)),
         )
         workers, names, breakers = "unknown", [], {}
         if redis_check["status"] == "ok":
@@ -115,7 +123,8 @@ class ReadinessProbe:
         if self._read_breakers is None:
             return {}
         try:
-            return await anyio.to_thread.run_sync(self._read_breakers)
+            states: dict[str, str] = await self._in_thread(self._read_breakers)
+            return states
         except Exception:
             return {}
 
@@ -136,7 +145,7 @@ class ReadinessProbe:
 
         try:
             return await asyncio.wait_for(
-                anyio.to_thread.run_sync(ping), timeout=self._worker_ping_timeout + self._check_timeout
+                self._in_thread(ping), timeout=self._worker_ping_timeout + self._check_timeout
             )
         except Exception:
             return []
