@@ -111,11 +111,92 @@ def _pipeline(d: dict[str, Any], targets: list[str]) -> list[str]:
     ]
 
 
+def _pair(c: dict[str, Any], a: dict[str, Any], key: str) -> str:
+    """Consolidation / annotation figures of one column."""
+    return f"{c.get(key, '–')} / {a.get(key, '–')}"
+
+
+def _scale_targets(d: dict[str, Any], targets: list[str]) -> None:
+    sizes, rss = d["sizes"], d["rss"]
+    if "10000" in sizes and "100000" in sizes:
+        ten, big = sizes["10000"]["seconds"], sizes["100000"]["seconds"]
+        targets.append(
+            f"| 100k over 10 users ≤ 1.3× ten times the 10k figure | {big} s vs 10 × {ten} s: {big / (10 * ten):.2f}× | {_mark(big <= 13 * ten)} |"
+        )
+    pools = [mb for p in d["processes"].values() for mb in p["worker_rss"]["pool_mb"] if mb]
+    targets.append(
+        f"| RSS under bench-scale: api ≤ 150 MB, pool process ≤ 300 MB | api {rss['api_mb']} MB, pool max {max(pools, default=0)} MB | {_mark((rss['api_mb'] or 1e9) <= 150 and 0 < max(pools, default=0) <= 300)} |"
+    )
+
+
+def _scale(d: dict[str, Any], targets: list[str]) -> list[str]:
+    _scale_targets(d, targets)
+    procs = d["processes"]
+    first = next(iter(procs.values()), None)
+    lines = [
+        "### Worker processes (bench.scale: PostgreSQL, one private redis-server; API, beat, Flower up throughout)",
+        "",
+        "| prefork -c | consolidation memories/s | × vs -c 1 | annotation API → worker memories/s | × vs -c 1 | Redis peak ops/s | Redis commands per memory | Redis CPU ms per memory | PG connections at peak | PG CPU ms per memory | pool RSS MB |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for k, p in procs.items():
+        c, a = p["consolidation"], p["annotation"]
+        cx = round(c["memories_per_s"] / first["consolidation"]["memories_per_s"], 2) if first else ""
+        ax = round(a["memories_per_s"] / first["annotation"]["memories_per_s"], 2) if first else ""
+        lines.append(
+            f"| {k} | {c['memories_per_s']} | {cx} | {a['memories_per_s']} | {ax} | {_pair(c, a, 'redis_peak_ops_per_s')} | {_pair(c, a, 'redis_commands_per_memory')} | {_pair(c, a, 'redis_cpu_ms_per_memory')} | {_pair(c, a, 'pg_peak_connections')} | {_pair(c, a, 'pg_cpu_ms_per_memory')} | {p['worker_rss']['pool_mb']} |"
+        )
+    if first:
+        c, a = first["consolidation"], first["annotation"]
+        lines += [
+            "",
+            f"Each Redis and PG column: consolidation / annotation. Consolidation: {c['users']} users × {c['memories'] // c['users']:,} memories per point, their runs sent at once; annotation: {a['memories']:,} memories POSTed in batches of 100.",
+        ]
+    lines += [
+        "",
+        "### Consolidation by size (engine called directly, one process, same tables)",
+        "",
+        "| memories | users | seconds | memories/s | ms per memory, first → last third of the batches |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]
+    for n, r in d["sizes"].items():
+        runs = r.get("per_user", [r])
+        grow = ", ".join(f"{x['first_third_ms_per_memory']} → {x['last_third_ms_per_memory']}" for x in runs)
+        lines.append(
+            f"| {int(n):,} | {r.get('users', 1)} | {r['seconds']} | {r['memories_per_s']} | {grow} |"
+        )
+    if "100000" in d["sizes"]:
+        lines += ["", f"Seconds per user of the 100k, in order: {d['sizes']['100000']['per_user_seconds']}."]
+    return [*lines, "", *_rss_table(d)]
+
+
+def _rss_table(d: dict[str, Any]) -> list[str]:
+    rss = d["rss"]
+    lines = ["### Peak RSS under bench-scale (VmHWM)", "", "| process | MB |", "| --- | ---: |"]
+    lines += [
+        f"| api (one uvicorn process) | {rss['api_mb']} |",
+        f"| beat | {rss['beat_mb']} |",
+        f"| flower | {rss['flower_mb']} |",
+    ]
+    for k, p in d["processes"].items():
+        w = p["worker_rss"]
+        lines.append(f"| worker -c {k}: main process | {w['parent_mb']} |")
+        lines.append(
+            f"| worker -c {k}: each pool process (models loaded) | {', '.join(str(x) for x in w['pool_mb'])} |"
+        )
+    return lines
+
+
 def render() -> str:
     sections: list[str] = []
     targets = ["| target | measured | |", "| --- | --- | --- |"]
     head: dict[str, Any] | None = None
-    for name, build in (("gateway", _gateway), ("queue", _queue), ("pipeline", _pipeline)):
+    for name, build in (
+        ("gateway", _gateway),
+        ("queue", _queue),
+        ("pipeline", _pipeline),
+        ("scale", _scale),
+    ):
         data = _load(name)
         if data is None:
             sections.append(f"_{name}: no result in bench/results/ (run `make bench`)._")

@@ -26,6 +26,7 @@ same tables (100k). Peak RSS is each process's VmHWM. Seeded data: one set of sy
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import signal
 import sys
@@ -38,6 +39,7 @@ from typing import Any
 from bench.common import (
     Proc,
     children,
+    cpu_seconds,
     peak_rss_mb,
     postgres_database,
     redis_server,
@@ -61,20 +63,28 @@ class Sampler:
         self.redis = redis.Redis.from_url(redis_url)
         self.engine = create_engine(database_url, pool_size=1)
         self.samples: list[tuple[float, int, int, int]] = []
+        self.redis_cpu: list[float] = []
+        self.pg_cpu: dict[int, list[float]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> tuple[float, int, int, int]:
         from sqlalchemy import text
 
-        commands = int(self.redis.info("stats")["total_commands_processed"])
+        info = self.redis.info()
+        commands = int(info["total_commands_processed"])
+        self.redis_cpu.append(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]))
         query = text(
-            "SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity"
+            "SELECT pid, state FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
         with self.engine.connect() as conn:
-            total, active = conn.execute(query).one()
-        return time.perf_counter(), commands, int(total), int(active)
+            rows = conn.execute(query).all()
+        for pid, _ in rows:  # CPU seconds of each backend serving the run's database
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                self.pg_cpu.setdefault(pid, []).append(cpu_seconds(pid))
+        active = sum(1 for _, state in rows if state == "active")
+        return time.perf_counter(), commands, len(rows), active
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -82,7 +92,7 @@ class Sampler:
             self._stop.wait(0.5)
 
     def start(self) -> None:
-        self.samples, self._stop = [], threading.Event()
+        self.samples, self.redis_cpu, self.pg_cpu, self._stop = [], [], {}, threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
@@ -101,6 +111,14 @@ class Sampler:
             "redis_commands_per_memory": round(commands / max(1, memories), 2),
             "pg_peak_connections": max(x[2] for x in s),
             "pg_peak_active": max(x[3] for x in s),
+            # CPU each server spent per memory: what caps throughput once workers have their own
+            # machines (one core of that server per 1000 / ms memories/s).
+            "redis_cpu_ms_per_memory": round(
+                1000 * (self.redis_cpu[-1] - self.redis_cpu[0]) / max(1, memories), 3
+            ),
+            "pg_cpu_ms_per_memory": round(
+                1000 * sum(v[-1] - v[0] for v in self.pg_cpu.values()) / max(1, memories), 3
+            ),
         }
 
     def close(self) -> None:
