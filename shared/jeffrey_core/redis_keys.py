@@ -72,9 +72,9 @@ class RedisKeys:
         return f"{self.prefix}:dream:cycle:{slot}"
 
     def rate_limit_prefix(self) -> str:
-        """Prefix of the API's rate-limit counters (owned by jeffrey_api.rate_limit through `limits`):
-        two sliding-window counters per budget and caller (user or IP), each with a TTL of twice the
-        window (2 min for "120/minute", 2 h for "6/hour")."""
+        """Prefix of the API's rate-limit counters (owned by jeffrey_api.rate_limit, keys named as
+        `limits` names them): two sliding-window counters per budget and caller (user or IP), each
+        with a TTL of twice the window (2 min for "120/minute", 2 h for "6/hour")."""
         return f"{self.prefix}:ratelimit"
 
     def revoked_token(self, jti: str) -> str:
