@@ -53,12 +53,10 @@ def create_async_redis(settings: RedisSettings) -> aioredis.Redis:
         "health_check_interval": HEALTH_CHECK_INTERVAL,
         "decode_responses": True,
     }
-    if settings.sentinels:
-        client = _async_sentinel(settings).master_for(
-            settings.sentinel_master, **_master_kwargs(settings, **options)
-        )
-        return cast(aioredis.Redis, client)
-    return aioredis.Redis.from_url(settings.dsn(), **options)
+    pool = create_async_pool(
+        settings, max_connections=settings.max_connections, timeout=settings.socket_timeout, **options
+    )
+    return aioredis.Redis(connection_pool=pool)
 
 
 def create_sync_redis(settings: RedisSettings, decode_responses: bool = True) -> redis.Redis:

@@ -90,6 +90,9 @@ class RedisSettings(_Section):
     password: SecretStr | None = Field(None, validation_alias="REDIS_PASSWORD")
     connect_timeout: float = Field(1.0, gt=0, validation_alias="REDIS_CONNECT_TIMEOUT")
     socket_timeout: float = Field(2.0, gt=0, validation_alias="REDIS_SOCKET_TIMEOUT")
+    # The API's request pool, per process: at the cap a request waits (up to REDIS_SOCKET_TIMEOUT) for a
+    # free connection instead of failing at once (a burst of 200 requests used to get 503s).
+    max_connections: int = Field(100, ge=1, validation_alias="REDIS_MAX_CONNECTIONS")
     key_prefix: str = Field("jeffrey", min_length=1, validation_alias="REDIS_KEY_PREFIX")
     # High availability (docs/operations.md): with REDIS_SENTINELS ("host:port,host:port") every client
     # asks these Sentinels for the current master of REDIS_SENTINEL_MASTER; REDIS_URL then only gives
