@@ -390,6 +390,7 @@ def main() -> None:
     parser.add_argument("--annotate", type=int, default=1000)
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--big-users", type=int, default=10)
+    parser.add_argument("--out", default="scale", help="result name: bench/results/<out>.json")
     args = parser.parse_args()
     args.processes = [int(x) for x in args.processes.split(",") if x]
     args.sizes = [int(x) for x in args.sizes.split(",") if x]
@@ -405,7 +406,7 @@ def main() -> None:
             raise SystemExit("bench.scale needs PostgreSQL (BENCH_POSTGRES_URL)")
         data = run(args, Path(tmpdir), redis_url, database_url)
     data["wall_seconds"] = round(time.perf_counter() - started, 1)
-    write_result("scale", data)
+    write_result(args.out, data)
 
 
 if __name__ == "__main__":
