@@ -7,21 +7,17 @@ from typing import Annotated
 
 import typer
 
+from jeffrey_dev.cli.options import ApiOption, TokenOption, VarDirOption
+
 
 def export(
     user: Annotated[str, typer.Option("--user", "-u", help="Whose data to export.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="File to write (default: jeffrey-export-USER.jsonl).")
     ] = None,
-    api: Annotated[
-        str | None,
-        typer.Option(envvar="JEFFREY_API_URL", help="API base URL (default: the running `make run`)."),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="JEFFREY_TOKEN", help="Bearer token (admin to export another user)."),
-    ] = None,
-    var_dir: Annotated[Path, typer.Option(help="Embedded stack folder (for its dev secret).")] = Path("var"),
+    api: ApiOption = None,
+    token: TokenOption = None,
+    var_dir: VarDirOption = Path("var"),
 ) -> None:
     """Stream the export (JSON lines) to OUT with a progress bar; the file is complete only on success."""
     import httpx

@@ -17,6 +17,7 @@ from jeffrey_core.auth import KeyRing, Scope, key_ring, mint_token
 from jeffrey_core.settings import Settings, get_settings
 from jeffrey_core.stack_env import StackNotConfiguredError, configured_settings, load_stack_env
 from jeffrey_dev.cli.export import export as export_command
+from jeffrey_dev.cli.options import ApiOption, TokenOption, VarDirOption
 
 app = typer.Typer(help="Jeffrey OS dream infrastructure.", no_args_is_help=True, add_completion=False)
 token_app = typer.Typer(help="Access tokens for the API.", no_args_is_help=True)
@@ -156,16 +157,10 @@ def check_beat() -> None:
 def memories_import(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .jsonl or .csv file.")],
     user: Annotated[str, typer.Option("--user", "-u", help="Whose memories these are.")],
-    api: Annotated[
-        str | None,
-        typer.Option(envvar="JEFFREY_API_URL", help="API base URL (default: the running `make run`)."),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(envvar="JEFFREY_TOKEN", help="Bearer token (admin to import for another user)."),
-    ] = None,
+    api: ApiOption = None,
+    token: TokenOption = None,
     batch_size: Annotated[int, typer.Option(min=1, max=500)] = 200,
-    var_dir: Annotated[Path, typer.Option(help="Embedded stack folder (for its dev secret).")] = Path("var"),
+    var_dir: VarDirOption = Path("var"),
 ) -> None:
     """Stream FILE through the API in batches, with a progress bar and a summary (JSON on stdout)."""
     import json
