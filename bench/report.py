@@ -136,6 +136,8 @@ def _scale(d: dict[str, Any], targets: list[str]) -> list[str]:
     lines = [
         "### Worker processes (bench.scale: PostgreSQL, one private redis-server; API, beat, Flower up throughout)",
         "",
+        f"`make bench-scale` at commit `{d.get('commit')}`, {d.get('when')}, {d.get('wall_seconds')} s; load average at start {d.get('machine', {}).get('load_average_at_start')}.",
+        "",
         "| prefork -c | consolidation memories/s | × vs -c 1 | annotation API → worker memories/s | × vs -c 1 | Redis peak ops/s | Redis commands per memory | Redis CPU ms per memory | PG connections at peak | PG CPU ms per memory | pool RSS MB |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
