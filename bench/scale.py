@@ -134,7 +134,8 @@ class Seed:
 
         from jeffrey_core.store.models import Memory
 
-        self.ctx, self.table = ctx, Memory.__table__
+        self.ctx = ctx
+        self.table: Any = Memory.__table__
         with ctx.sessions() as session:
             query = select(self.table).where(self.table.c.user_id == user)
             self.rows = [dict(r._mapping) for r in session.execute(query.order_by(self.table.c.created_at))]
@@ -189,7 +190,7 @@ def _runs(ctx: Any, app: Any, users: list[str]) -> float:
             query = select(func.count()).where(
                 DreamRun.id.in_(ids), DreamRun.status.in_(("succeeded", "failed"))
             )
-            return session.scalar(query) == len(ids)
+            return bool(session.scalar(query) == len(ids))
 
     if not wait_until(finished, 900, 0.1):
         raise RuntimeError("dream runs did not finish through the broker within 900 s")
