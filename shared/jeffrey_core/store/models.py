@@ -19,6 +19,9 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
 )
+from sqlalchemy import (
+    text as sql_text,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,6 +110,16 @@ class Memory(Base):
         Index("ix_memories_user_consolidated", "user_id", "consolidated_at"),
         Index("ix_memories_user_emotion", "user_id", "emotion_label"),
         Index("ix_memories_pending_emotion", "emotion_model_version", "ingested_at"),
+        Index("ix_memories_dream", "dream_id"),
+        # A user's consolidated memories that joined no dream, newest first (each batch revisits them).
+        Index(
+            "ix_memories_user_singletons",
+            "user_id",
+            "created_at",
+            "id",
+            postgresql_where=sql_text("consolidated_at IS NOT NULL AND dream_id IS NULL"),
+            sqlite_where=sql_text("consolidated_at IS NOT NULL AND dream_id IS NULL"),
+        ),
     )
 
 
@@ -196,6 +209,8 @@ class Consolidation(Base):
     run_id: Mapped[str] = mapped_column(String(36), nullable=False)
     dream_id: Mapped[str | None] = mapped_column(String(36))
     consolidated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    __table_args__ = (Index("ix_consolidations_dream", "dream_id"),)
 
 
 class AuditRecord(Base):
