@@ -216,28 +216,6 @@ def test_annotation_sweeps_run_side_by_side_only_on_postgresql(
     assert helpers == ([TaskName.EMOTION_ANNOTATE_PENDING.value] if postgres else [])
 
 
-def test_a_sweep_looks_again_when_the_kick_window_closes(
-    redis_url: str, sqlite_url: str, user_id: str
-) -> None:
-    ctx = make_context(redis_url, sqlite_url)
-    annotation.sweep(ctx)  # nothing left from other tests
-    late: list[str] = []
-
-    def window() -> float:
-        if late:
-            return 0.0  # closed: the sweep stops
-        late.extend(_add_themed(ctx, user_id, 3))  # a request of the open window commits meanwhile
-        return 0.01
-
-    stats = annotation.annotate_pending(
-        ctx.sessions, ctx.detector.detect, 64, 30.0, encoder=ctx.embedder, kick_window=window
-    )
-    assert stats.written == 3 and not stats.more_pending
-    with ctx.sessions() as session:
-        versions = session.scalars(select(Memory.emotion_model_version).where(Memory.id.in_(late))).all()
-    assert len(versions) == 3 and all(versions)
-
-
 def test_redis_hygiene_tells_documented_keys_from_forgotten_ones(redis_url: str, sqlite_url: str) -> None:
     ctx = make_context(redis_url, sqlite_url)
     ctx.redis.set(ctx.keys.dream_enabled(), DreamToggle.ON.value)
