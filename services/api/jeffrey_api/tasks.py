@@ -55,13 +55,12 @@ async def call(state: AppState, name: TaskName, timeout: float, **kwargs: Any) -
 def kick_annotation(state: AppState) -> bool:
     """Ask a worker to annotate new memories, at most once a second however many requests arrive.
 
-    The first request of a window sets the debounce key and sends a sweep at once; every later
-    request of the window committed before the key expired, and the sweep, finding nothing left
-    while the window is open, waits for the key to expire and looks again, so it sees their
-    memories too (the first memories are annotated without waiting out the window). Within 0.9 s
-    of this process setting the key, it is known to be still set, so the request skips Redis
-    altogether. Never fails the request: the memories are already committed, and beat's periodic
-    sweep finds them even when this kick could not be sent (Redis down).
+    The first request of a window sets the debounce key and sends a sweep that runs just after the
+    window closes; every later request of the window committed before the key expired, so that one
+    sweep sees its memories too. Within 0.9 s of this process setting the key, it is known to be
+    still set, so the request skips Redis altogether. Never fails the request: the memories are
+    already committed, and beat's periodic sweep finds them even when this kick could not be sent
+    (Redis down).
     """
     clock = (id(state.sync_redis), state.keys.emotion_kick())
     if time.monotonic() - _last_kick.get(clock, -1e9) < KICK_DEBOUNCE_MS / 1000 * 0.9:
@@ -71,7 +70,7 @@ def kick_annotation(state: AppState) -> bool:
         if not state.sync_redis.set(state.keys.emotion_kick(), "1", nx=True, px=KICK_DEBOUNCE_MS):
             return False
         try:
-            send(state, TaskName.EMOTION_ANNOTATE_PENDING)
+            send(state, TaskName.EMOTION_ANNOTATE_PENDING, countdown=KICK_DEBOUNCE_MS / 1000 + 0.1)
         except Exception:
             state.sync_redis.delete(state.keys.emotion_kick())  # let the next request try again
             raise

@@ -40,16 +40,13 @@ def annotate_pending(
     include_fallback: bool = False,
     encoder: TextEncoder | None = None,
     on_full_batch: Callable[[], None] | None = None,
-    kick_window: Callable[[], float] | None = None,
 ) -> AnnotationStats:
     """Walk pending memories oldest first until none is left or the time budget is spent.
 
     Each batch is one transaction: its rows are claimed (`FOR UPDATE SKIP LOCKED` on PostgreSQL),
     annotated and written, so sweeps running side by side take disjoint batches. With an `encoder`,
     the batch's dream vectors are stored in the same transaction. `on_full_batch` is called once,
-    at the first full batch claimed: more work than one batch, another sweep may help.
-    `kick_window` gives the seconds left in the API's kick window: finding nothing while it is open,
-    the sweep waits for it to close and looks again (its requests commit before it closes)."""
+    at the first full batch claimed: more work than one batch, another sweep may help."""
     stats = AnnotationStats()
     deadline = time.monotonic() + budget_seconds
     while True:
@@ -58,17 +55,12 @@ def annotate_pending(
             return stats
         with sessions() as session:
             rows = pending_annotation(session, batch_size, include_fallback, claim=True)
-            if rows:
-                if on_full_batch is not None and len(rows) == batch_size:
-                    on_full_batch()
-                    on_full_batch = None
-                results = _annotate_batch(session, rows, detect, encoder, stats)
-        if not rows:
-            wait = kick_window() if kick_window is not None else 0.0
-            if wait <= 0 or time.monotonic() + wait >= deadline:
+            if not rows:
                 return stats
-            time.sleep(wait)  # the window's TTL: its last requests have committed when it closes
-            continue
+            if on_full_batch is not None and len(rows) == batch_size:
+                on_full_batch()
+                on_full_batch = None
+            results = _annotate_batch(session, rows, detect, encoder, stats)
         stats.batches += 1
         if include_fallback and all(r.method.startswith("fallback") for r in results):
             # The model is still unavailable: do not spin on the same fallback rows.
@@ -156,17 +148,7 @@ def _run(ctx: WorkerContext, on_full_batch: Callable[[], None] | None) -> Annota
         include_fallback=detector.breaker.current_state == "closed",
         encoder=ctx.embedder,
         on_full_batch=on_full_batch,
-        kick_window=lambda: _kick_window(ctx),
     )
-
-
-def _kick_window(ctx: WorkerContext) -> float:
-    """Seconds until the API's annotation kick window closes (0 when none is open or Redis is down)."""
-    try:
-        left = ctx.redis.pttl(ctx.keys.emotion_kick())
-    except redis.RedisError:
-        return 0.0  # beat's periodic sweep is the safety net
-    return min(float(left), 2000.0) / 1000 + 0.05 if isinstance(left, int) and left > 0 else 0.0
 
 
 def _send_helper(ctx: WorkerContext) -> None:
