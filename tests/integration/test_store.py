@@ -186,26 +186,6 @@ def test_annotation_writes_are_idempotent(session: Session, user_id: str) -> Non
     assert count_pending(session) >= 0
 
 
-def test_concurrent_sweeps_claim_disjoint_annotation_batches(database_url: str, user_id: str) -> None:
-    from jeffrey_core.store.annotations import pending_annotation
-
-    if not database_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer: its sweeps run one at a time under a Redis lock")
-    engine = create_db_engine(DatabaseSettings(DATABASE_URL=database_url))
-    sessions = create_session_factory(engine)
-    with sessions() as setup:
-        ids = set(_add(setup, user_id, 6))
-    with sessions() as first, sessions() as second:
-        mine = {mid for mid, _ in pending_annotation(first, 100_000, claim=True)}
-        assert ids <= mine  # the first sweep's transaction holds them...
-        theirs = {mid for mid, _ in pending_annotation(second, 100_000, claim=True)}
-        assert not mine & theirs  # ...so the second skips them instead of waiting or doubling up
-        first.rollback()  # the first sweep ends without writing: its rows are free again
-        second.rollback()
-        assert ids <= {mid for mid, _ in pending_annotation(second, 100_000, claim=True)}
-    engine.dispose()
-
-
 def test_deleting_a_memory_takes_it_out_of_its_dream(session: Session, user_id: str) -> None:
     import numpy as np
 

@@ -190,32 +190,6 @@ def test_annotation_sweep_and_detect_without_celery(redis_url: str, sqlite_url: 
         annotation.detect(ctx, [])
 
 
-def test_annotation_sweeps_run_side_by_side_only_on_postgresql(
-    redis_url: str, database_url: str, user_id: str
-) -> None:
-    ctx = make_context(redis_url, database_url)
-    ctx.settings.emotion.annotate_batch_size = 8
-    ids = _add_themed(ctx, user_id, 20)
-    held = ctx.redis.lock(ctx.keys.emotion_sweep_lock(), timeout=60)
-    assert held.acquire(blocking=False)
-    postgres = database_url.startswith("postgresql")
-    stats = annotation.sweep(ctx)
-    if not postgres:
-        assert stats is None  # SQLite: one sweep at a time, under the deployment-wide lock
-        held.release()
-        stats = annotation.sweep(ctx)
-    assert stats is not None and stats.written >= 20 and stats.batches >= 3
-    with ctx.sessions() as session:
-        pending = session.scalars(
-            select(Memory.id).where(Memory.id.in_(ids), Memory.emotion_model_version.is_(None))
-        ).all()
-    assert pending == []
-    assert isinstance(ctx.send, Sent)
-    helpers = [name for name, _ in ctx.send if name == TaskName.EMOTION_ANNOTATE_PENDING]
-    # PostgreSQL: more than a batch waiting asks one more process to help, once per sweep.
-    assert helpers == ([TaskName.EMOTION_ANNOTATE_PENDING.value] if postgres else [])
-
-
 def test_redis_hygiene_tells_documented_keys_from_forgotten_ones(redis_url: str, sqlite_url: str) -> None:
     ctx = make_context(redis_url, sqlite_url)
     ctx.redis.set(ctx.keys.dream_enabled(), DreamToggle.ON.value)

@@ -8,11 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from kombu.exceptions import OperationalError as KombuOperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS, TaskName
-from jeffrey_core.enqueue import Caller
+from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS
 from jeffrey_core.store.annotations import pending_annotation, write_annotation, write_embeddings
 from jeffrey_worker.context import WorkerContext
 from jeffrey_worker.dream.encoder import TextEncoder
@@ -39,14 +37,10 @@ def annotate_pending(
     budget_seconds: float,
     include_fallback: bool = False,
     encoder: TextEncoder | None = None,
-    on_full_batch: Callable[[], None] | None = None,
 ) -> AnnotationStats:
     """Walk pending memories oldest first until none is left or the time budget is spent.
 
-    Each batch is one transaction: its rows are claimed (`FOR UPDATE SKIP LOCKED` on PostgreSQL),
-    annotated and written, so sweeps running side by side take disjoint batches. With an `encoder`,
-    the batch's dream vectors are stored in the same transaction. `on_full_batch` is called once,
-    at the first full batch claimed: more work than one batch, another sweep may help."""
+    With an `encoder`, each batch's dream vectors are computed and stored in the same transaction."""
     stats = AnnotationStats()
     deadline = time.monotonic() + budget_seconds
     while True:
@@ -54,38 +48,25 @@ def annotate_pending(
             stats.more_pending = True
             return stats
         with sessions() as session:
-            rows = pending_annotation(session, batch_size, include_fallback, claim=True)
-            if not rows:
-                return stats
-            if on_full_batch is not None and len(rows) == batch_size:
-                on_full_batch()
-                on_full_batch = None
-            results = _annotate_batch(session, rows, detect, encoder, stats)
+            rows = pending_annotation(session, batch_size, include_fallback)
+        if not rows:
+            return stats
+        results = detect([text for _, text in rows])
+        vectors = _vectors(encoder, rows)
+        with sessions() as session:
+            if encoder is not None:
+                write_embeddings(session, vectors, encoder.model_name)
+            for (memory_id, _), result in zip(rows, results, strict=True):
+                if write_annotation(session, memory_id, _stored(result), result.lang):
+                    stats.written += 1
+                    stats.results_written.append(result)
+                else:
+                    stats.skipped += 1
+            session.commit()
         stats.batches += 1
         if include_fallback and all(r.method.startswith("fallback") for r in results):
             # The model is still unavailable: do not spin on the same fallback rows.
             return stats
-
-
-def _annotate_batch(
-    session: Session,
-    rows: list[tuple[str, str]],
-    detect: Callable[[list[str]], list[EmotionResult]],
-    encoder: TextEncoder | None,
-    stats: AnnotationStats,
-) -> list[EmotionResult]:
-    """Run the models on the claimed rows and write their results; commits the batch."""
-    results = detect([text for _, text in rows])
-    if encoder is not None:
-        write_embeddings(session, _vectors(encoder, rows), encoder.model_name)
-    for (memory_id, _), result in zip(rows, results, strict=True):
-        if write_annotation(session, memory_id, _stored(result), result.lang):
-            stats.written += 1
-            stats.results_written.append(result)
-        else:
-            stats.skipped += 1
-    session.commit()
-    return results
 
 
 def _vectors(encoder: TextEncoder | None, rows: list[tuple[str, str]]) -> dict[str, bytes]:
@@ -102,62 +83,36 @@ def _stored(result: EmotionResult) -> dict[str, object]:
 
 
 def sweep(ctx: WorkerContext) -> AnnotationStats | None:
-    """One annotation sweep; None when it could not start (SQLite: another sweep holds the lock).
+    """One annotation sweep under the sweep lock; None when another sweep holds it.
 
-    On PostgreSQL sweeps run side by side in every worker process, each batch claimed with
-    `SKIP LOCKED`, and a sweep that finds more than one batch waiting sends one more sweep (which
-    does the same), so idle processes join in. SQLite has one writer: one sweep at a time, under
-    the deployment-wide lock. `more_pending` in the result means the time budget ran out with
-    memories left: send another.
+    `more_pending` in the result means the time budget ran out with memories left: send another.
     """
-    if _claims_rows(ctx):
-        stats = _run(ctx, on_full_batch=lambda: _send_helper(ctx))
-    else:
-        timeout = ctx.settings.celery.task_time_limit + 5
-        lock = ctx.redis.lock(ctx.keys.emotion_sweep_lock(), timeout=timeout, blocking=False)
-        if not lock.acquire(blocking=False):
-            return None
+    settings = ctx.settings
+    timeout = settings.celery.task_time_limit + 5
+    lock = ctx.redis.lock(ctx.keys.emotion_sweep_lock(), timeout=timeout, blocking=False)
+    if not lock.acquire(blocking=False):
+        return None
+    try:
+        detector = ctx.detector
+        stats = annotate_pending(
+            ctx.sessions,
+            detector.detect,
+            batch_size=settings.emotion.annotate_batch_size,
+            budget_seconds=settings.celery.task_soft_time_limit * 0.6,
+            include_fallback=detector.breaker.current_state == "closed",
+            encoder=ctx.embedder,
+        )
+    finally:
         try:
-            stats = _run(ctx, on_full_batch=None)
-        finally:
-            try:
-                lock.release()
-            except redis.exceptions.LockError:
-                log.warning("annotation sweep lock expired before release")
+            lock.release()
+        except redis.exceptions.LockError:
+            log.warning("annotation sweep lock expired before release")
     record_predictions(ctx.metrics, stats.results_written)
     ctx.metrics.annotations.labels(outcome="written").inc(stats.written)
     ctx.metrics.annotations.labels(outcome="skipped").inc(stats.skipped)
     if stats.written:
         log.info("annotated %d memories in %d batches", stats.written, stats.batches)
     return stats
-
-
-def _claims_rows(ctx: WorkerContext) -> bool:
-    """Whether the database locks rows (`SELECT ... FOR UPDATE SKIP LOCKED`): PostgreSQL."""
-    bind = ctx.sessions.kw.get("bind")
-    return bind is not None and bind.dialect.name == "postgresql"
-
-
-def _run(ctx: WorkerContext, on_full_batch: Callable[[], None] | None) -> AnnotationStats:
-    detector = ctx.detector
-    return annotate_pending(
-        ctx.sessions,
-        detector.detect,
-        batch_size=ctx.settings.emotion.annotate_batch_size,
-        budget_seconds=ctx.settings.celery.task_soft_time_limit * 0.6,
-        include_fallback=detector.breaker.current_state == "closed",
-        encoder=ctx.embedder,
-        on_full_batch=on_full_batch,
-    )
-
-
-def _send_helper(ctx: WorkerContext) -> None:
-    """One more sweep for an idle process; never fails or stalls this sweep, which holds its batch's
-    rows meanwhile: the fail-fast publish policy, and beat's periodic sweep is the safety net."""
-    try:
-        ctx.send(TaskName.EMOTION_ANNOTATE_PENDING, caller=Caller.REQUEST)
-    except (redis.RedisError, KombuOperationalError, OSError) as exc:
-        log.warning("helper annotation sweep not sent (%s)", exc.__class__.__name__)
 
 
 def validate_texts(texts: object) -> list[str]:

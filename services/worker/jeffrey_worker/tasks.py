@@ -53,8 +53,7 @@ def detect_emotion(self: Any, texts: list[str]) -> list[dict[str, Any]]:
 
 @jeffrey_task(TaskName.EMOTION_ANNOTATE_PENDING.value, bind=True, ignore_result=True)
 def annotate_pending(self: Any) -> dict[str, int]:
-    """Annotate every memory without an emotion, in micro-batches (PostgreSQL: sweeps side by side,
-    each batch claimed with SKIP LOCKED; SQLite: one sweep at a time)."""
+    """Annotate every memory without an emotion, in micro-batches; one sweep at a time."""
     stats = annotation.sweep(self.ctx)
     if stats is None:
         return {"skipped": 1}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, Update, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jeffrey_core.store.models import Memory, utcnow
@@ -17,57 +17,37 @@ from jeffrey_core.store.models import Memory, utcnow
 FALLBACK_PREFIX = "fallback"
 
 
-def pending_annotation(
-    session: Session, limit: int, include_fallback: bool = False, claim: bool = False
-) -> list[tuple[str, str]]:
-    """(id, text) of memories to annotate, oldest first.
-
-    With `claim`, the rows are locked until the session's transaction ends and rows another
-    transaction has locked are skipped (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite, one writer,
-    ignores the clause): concurrent sweeps each take a disjoint batch."""
+def pending_annotation(session: Session, limit: int, include_fallback: bool = False) -> list[tuple[str, str]]:
+    """(id, text) of memories to annotate, oldest first."""
     condition: ColumnElement[bool] = Memory.emotion_model_version.is_(None)
     if include_fallback:
         condition = or_(condition, Memory.emotion_model_version.like(f"{FALLBACK_PREFIX}%"))
     query = (
         select(Memory.id, Memory.text).where(condition).order_by(Memory.ingested_at, Memory.id).limit(limit)
     )
-    if claim:
-        query = query.with_for_update(skip_locked=True)
     return [(row.id, row.text) for row in session.execute(query)]
-
-
-def _annotation_update(model_result: bool) -> Update:
-    """The UPDATE of one memory's annotation, built once per kind (statement building was a
-    tenth of a sweep's Python time in the issue 12 profile); parameters bound per call."""
-    table = cast(Table, Memory.__table__)
-    version = table.c.emotion_model_version
-    replaceable: ColumnElement[bool] = version.is_(None)
-    if model_result:  # a model's result also replaces a fallback's
-        replaceable = or_(replaceable, version.like(f"{FALLBACK_PREFIX}%"))
-    return (
-        update(table)
-        .where(table.c.id == bindparam("memory_id"), replaceable)
-        .values(
-            emotion=bindparam("emotion"),
-            emotion_label=bindparam("label"),
-            emotion_model_version=bindparam("version"),
-            annotated_at=bindparam("at"),
-            lang=bindparam("lang"),
-        )
-    )
-
-
-_UPDATES = {True: _annotation_update(True), False: _annotation_update(False)}
 
 
 def write_annotation(session: Session, memory_id: str, emotion: dict[str, Any], lang: str | None) -> bool:
     """Store `emotion` on the memory unless it already holds an equal or better one; True when written."""
     version = str(emotion["model_version"])
-    # Core, not the ORM: nothing to synchronise (no caller holds the memory loaded; evaluating the
-    # WHERE against the session's objects was a quarter of a sweep's time, issue 12 profile).
-    statement = _UPDATES[not version.startswith(FALLBACK_PREFIX)]
-    params = {"memory_id": memory_id, "emotion": emotion, "label": emotion["label"], "version": version}
-    result = session.execute(statement, params | {"at": utcnow(), "lang": lang})
+    replaceable: ColumnElement[bool] = Memory.emotion_model_version.is_(None)
+    if not version.startswith(FALLBACK_PREFIX):
+        replaceable = or_(replaceable, Memory.emotion_model_version.like(f"{FALLBACK_PREFIX}%"))
+    result = session.execute(
+        update(Memory)
+        .where(Memory.id == memory_id, replaceable)
+        .values(
+            emotion=emotion,
+            emotion_label=emotion["label"],
+            emotion_model_version=version,
+            annotated_at=utcnow(),
+            lang=lang,
+        )
+        # Nothing to synchronise: no caller holds the memory loaded, and evaluating the WHERE against
+        # the session's objects was a quarter of a sweep's time (issue 12 profile).
+        .execution_options(synchronize_session=False)
+    )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
