@@ -70,12 +70,12 @@ def sweep_residue(
 
 
 def user_keys(client: redis.Redis, keys: RedisKeys, user_id: str, run_ids: set[str]) -> list[str]:
-    """Every Redis key that belongs to `user_id` (and to the given runs of theirs)."""
+    """Every Redis key that belongs to `user_id` (and to the given runs of theirs), existing or not."""
     named = [keys.dream_lock(user_id), keys.sse_streams(user_id)]
     named += [keys.dream_heartbeat(run_id) for run_id in sorted(run_ids)]
     pattern = f"{_glob_escape(keys.rate_limit_prefix())}*/user/{_glob_escape(user_id)}/*"
     counters = [k.decode() if isinstance(k, bytes) else str(k) for k in client.scan_iter(pattern, 500)]
-    return [key for key in named if client.exists(key)] + counters
+    return named + counters  # DEL skips the named keys that do not exist (and counts only the rest)
 
 
 def result_keys(client: redis.Redis, ids: set[str]) -> list[str]:

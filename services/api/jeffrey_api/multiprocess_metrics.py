@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from jeffrey_api.streams import StreamLimiter
+from jeffrey_core.stack_env import pid_alive
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -104,18 +105,8 @@ def live_pids(directory: Path) -> list[int]:
         if not pid_text.isdigit():
             continue
         pid = int(pid_text)
-        if _running(pid):
+        if pid_alive(pid):
             pids.add(pid)
         else:
             mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
     return sorted(pids)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
