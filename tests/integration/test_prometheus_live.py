@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from jeffrey_core.auth import mint_token
-from jeffrey_dev.stack import free_port
+from jeffrey_dev.stack import free_port, wait_until
 from jeffrey_worker.dream import synthetic
 from tests.conftest import require
 from tests.support.processes import ROOT, ServiceProcess, eventually, service_env, start_api, start_worker
@@ -143,13 +143,21 @@ def test_every_panel_and_alert_evaluates_against_the_live_stack(
         # Rates need two samples of each series inside their window.
         rate_probe = "sum(rate(jeffrey_emotion_predictions_total[1m]))"
         eventually(lambda: bool(query(prometheus, rate_probe)["data"]["result"]), 30, "rates never available")
+        # Each target is scraped on its own clock: wait (with a deadline) until every panel has
+        # two samples of its series, instead of judging them all at one instant.
         empty: list[str] = []
-        for uid, title, expr in panel_expressions():
-            answer = query(prometheus, expr)
-            assert answer["status"] == "success", (uid, title, answer)
-            if not answer["data"]["result"] and title not in EMPTY_ALLOWED:
-                empty.append(f"{uid} / {title}: {expr}")
-        assert not empty, "panels without data:\n" + "\n".join(empty)
+
+        def every_panel_has_data() -> bool:
+            empty.clear()
+            for uid, title, expr in panel_expressions():
+                answer = query(prometheus, expr)
+                assert answer["status"] == "success", (uid, title, answer)
+                if not answer["data"]["result"] and title not in EMPTY_ALLOWED:
+                    empty.append(f"{uid} / {title}: {expr}")
+            return not empty
+
+        if not wait_until(every_panel_has_data, timeout=30, interval=1):
+            raise AssertionError("panels without data (waited 30s):\n" + "\n".join(empty))
 
         rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
         alerts = {r["name"]: r for g in rules for r in g["rules"] if r["type"] == "alerting"}
