@@ -41,6 +41,10 @@ class JeffreyTask(Task):  # type: ignore[misc]
     """The adapter layer: hands tasks the process's WorkerContext (`self.ctx`), dead-letters a task
     that fails for good, and refuses one redelivered too often after worker loss."""
 
+    # Acks and rejects that meet a channel closed by a lost broker connection leave the message
+    # to the visibility timeout instead of stopping the worker (jeffrey_worker/consumer.py).
+    Request = "jeffrey_worker.consumer:ResilientRequest"
+
     @property
     def ctx(self) -> context.WorkerContext:
         return context.current(get_settings(), self.app)
