@@ -159,15 +159,24 @@ def active_alertmanagers(prometheus: str) -> list[dict[str, Any]]:
     return active
 
 
-def wait_for_worker_seen(prometheus: str) -> None:
+def wait_for_worker_seen(
+    prometheus: str, flower: ServiceProcess, flower_port: int, worker: ServiceProcess
+) -> None:
     try:
         eventually(
             lambda: bool(query(prometheus, "sum(flower_worker_online) == 1")), 120, "worker never seen"
         )
     except AssertionError as exc:
+        # Everything needed to tell "Flower missed the worker's events" from "the worker never
+        # started" or "Prometheus could not scrape Flower" when this fails on a loaded machine.
         active = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
         health = [(t["labels"]["job"], t["health"], t["lastError"]) for t in active]
-        raise AssertionError(f"{exc}; targets: {health}") from None
+        metrics = httpx.get(f"http://127.0.0.1:{flower_port}/metrics", timeout=5).text
+        online = [line for line in metrics.splitlines() if line.startswith("flower_worker_online")]
+        raise AssertionError(
+            f"{exc}; targets: {health}; Flower's flower_worker_online: {online}\n"
+            f"--- flower log ---\n{flower.output()[-3000:]}\n--- worker log ---\n{worker.output()[-3000:]}"
+        ) from None
 
 
 def alert_states(prometheus: str) -> dict[str, str]:
@@ -251,7 +260,7 @@ def test_no_worker_online_pages_through_alertmanager_and_resolves(
         scraped = {"jeffrey-worker": worker_port, "flower": flower_port}
         prometheus_process, prometheus = start_prometheus(tmp_path, log_dir, scraped, alertmanager)
         processes.append(prometheus_process)
-        wait_for_worker_seen(prometheus)
+        wait_for_worker_seen(prometheus, flower, flower_port, worker)
         eventually(lambda: len(query(prometheus, "up == 1")) == 2, 30, "targets not up")
         load_rules(prometheus_process, prometheus, tmp_path)
         assert alert_states(prometheus)["JeffreyNoWorkerOnline"] == "inactive"
