@@ -46,17 +46,28 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[Session]:
-    """A session for the request. Opening it does no I/O (the connection is taken on first use);
-    closing it after a commit does none either, so only a session still in a transaction (a read,
-    or an error before the commit: closing rolls back) is closed in the threadpool."""
-    session = state.sessions()
-    try:
-        yield session
-    finally:
-        if session.in_transaction():
-            await anyio.to_thread.run_sync(session.close)
-        else:
-            session.close()
+    """A session for the request, once one of the engine's connections can be had for it.
+
+    A sync route holds its connection across two threadpool hops (the route, then FastAPI's
+    validation of what it returned) and until this dependency closes the session. With more
+    concurrent requests than connections, request threads all waiting for a connection held by
+    requests waiting for a thread deadlocked until the pool timeout (GET /api/v1/dreams at 60
+    connections: 300 → 25 requests/s, then stalls; tests/integration/test_api_session_pool.py).
+    So fewer requests than connections hold a session at once (AppState.session_slots); the others
+    wait here, in the event loop, holding no thread.
+
+    Opening a session does no I/O (the connection is taken on first use); closing it after a commit
+    does none either, so only a session still in a transaction (a read, or an error before the
+    commit: closing rolls back) is closed in the threadpool."""
+    async with state.session_slots:
+        session = state.sessions()
+        try:
+            yield session
+        finally:
+            if session.in_transaction():
+                await anyio.to_thread.run_sync(session.close)
+            else:
+                session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import anyio
 import redis.asyncio as aioredis
 from celery import Celery
 from prometheus_client import CollectorRegistry
@@ -21,7 +22,7 @@ from jeffrey_core.contract import EMOTION_BREAKER
 from jeffrey_core.redis_client import celery_url, create_async_redis, create_sync_redis
 from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings
-from jeffrey_core.store.engine import create_db_engine, create_session_factory
+from jeffrey_core.store.engine import create_db_engine, create_session_factory, pool_capacity
 
 
 @dataclass
@@ -40,6 +41,10 @@ class AppState:
     keys: RedisKeys
     # Event streams: their caps, and the connections they subscribe on (not `redis`'s pool).
     streams: StreamLimiter
+    # Requests holding a database session at once: one fewer than the engine's connections, so request
+    # threads never wait for a connection held by a request that waits for a thread (deps.get_session),
+    # and the one left serves what opens its own session (audit rows, readiness, /metrics, erasure).
+    session_slots: anyio.Semaphore
 
     @classmethod
     def open(cls, settings: Settings, registry: CollectorRegistry) -> AppState:
@@ -71,6 +76,7 @@ class AppState:
             registry=registry,
             keys=keys,
             streams=StreamLimiter(settings, redis, keys),
+            session_slots=anyio.Semaphore(max(1, pool_capacity(settings.database) - 1)),
         )
 
     async def close(self) -> None:

@@ -28,14 +28,19 @@ def create_db_engine(settings: DatabaseSettings) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 15}
     else:
         kwargs["connect_args"] = {"connect_timeout": max(1, round(settings.connect_timeout))}
-        kwargs.update(
-            pool_pre_ping=True, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_timeout=5
-        )
+        kwargs["pool_pre_ping"] = True
+    if url.get_backend_name() != "sqlite" or url.database not in (None, "", ":memory:"):  # a pooled engine
+        kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_timeout=5)
     engine = create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         _SQLITE_WRITERS[engine] = threading.Lock()
     return engine
+
+
+def pool_capacity(settings: DatabaseSettings) -> int:
+    """How many connections an engine from `create_db_engine` may hold at once (pool plus overflow)."""
+    return 2 * settings.pool_size
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
