@@ -1,6 +1,6 @@
 """Flame graph of the memory POST under load: py-spy samples the API while wrk posts single memories.
 
-    python -m bench.profile_post [--seconds 15] [--connections 16] [--database sqlite|postgres]
+    python -m bench.profile_post [--seconds 15] [--connections 16] [--database sqlite|postgres] [--gil]
 
 Writes docs/performance/memory-post-<database>.svg (py-spy must be installed: pip install py-spy).
 """
@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--batch", action="store_true", help="post batches of 100 instead of one memory")
+    parser.add_argument(
+        "--gil", action="store_true", help="sample only the thread holding the GIL (where CPU time goes)"
+    )
     args = parser.parse_args()
     spy = shutil.which("py-spy") or str(Path(__import__("sys").executable).parent / "py-spy")
     out = args.out or ROOT / "docs" / "performance" / f"memory-post-{args.database}.svg"
@@ -56,6 +59,7 @@ def main() -> None:
                     "200",
                     "-o",
                     str(out),
+                    *(["--gil"] if args.gil else []),
                 ]
                 subprocess.run(
                     [*record, "--format", "raw" if str(out).endswith(".txt") else "flamegraph"], check=True
