@@ -51,7 +51,7 @@ def test_auto_debug_sees_a_stopped_worker_and_a_full_dlq(
         assert "celery" in findings(base, admin)["workers"]["action"]
 
         celery = create_celery(Settings())
-        celery.conf.broker_url = env["REDIS_URL"]
+        celery.conf.broker_url = celery.conf.result_backend = env["REDIS_URL"]  # never the default Redis
         for i in range(11):
             publish_dead_letter(
                 celery,

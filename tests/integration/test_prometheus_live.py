@@ -124,7 +124,7 @@ def test_every_panel_and_alert_evaluates_against_the_live_stack(
         from jeffrey_core.settings import Settings
 
         celery = create_celery(Settings())
-        celery.conf.broker_url = env["REDIS_URL"]
+        celery.conf.broker_url = celery.conf.result_backend = env["REDIS_URL"]  # never the default Redis
         celery.send_task(TaskName.REDIS_HYGIENE.value, queue="default")
         for _ in range(20):
             httpx.get(f"{base}/api/v1/memories", headers=admin)

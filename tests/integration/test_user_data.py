@@ -151,7 +151,7 @@ def test_export_then_erase_while_a_run_is_active_leaves_nothing(stack: Stack, us
     active = stack.run(user_id)
     eventually(lambda: stack.run_status(user_id, active) == "running", 60, "second run never started")
     celery = create_celery(Settings())
-    celery.conf.broker_url = stack.env["REDIS_URL"]
+    celery.conf.broker_url = celery.conf.result_backend = stack.env["REDIS_URL"]  # never the default Redis
     publish_dead_letter(
         celery,
         dead_letter_record(
