@@ -30,7 +30,7 @@ import yaml
 
 from jeffrey_dev.stack import free_port
 from tests.conftest import require
-from tests.support.processes import ROOT, ServiceProcess, eventually, service_env, start_worker
+from tests.support.processes import ROOT, ServiceProcess, eventually, flower_env, service_env, start_worker
 from tests.unit.test_monitoring import render_alertmanager
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
@@ -245,11 +245,12 @@ def test_no_worker_online_pages_through_alertmanager_and_resolves(
     processes: list[ServiceProcess] = []
     try:
         # Flower first, so it is listening when the worker announces itself (worker-online), as it
-        # is when the worker restarts below; a Flower started next to a running worker sometimes
-        # missed it for minutes on a loaded machine.
+        # is when the worker restarts below. (What once looked like Flower missing the worker for
+        # minutes was Flower's gauges exported twice through a shared PROMETHEUS_MULTIPROC_DIR,
+        # so the sum was 2: see flower_env.)
         flower_argv = [sys.executable, "-m", "celery", "-A", "jeffrey_worker.app", "flower"]
         flower_argv += [f"--port={flower_port}", "--address=127.0.0.1"]
-        flower = ServiceProcess("flower", flower_argv, env, log_dir).start()
+        flower = ServiceProcess("flower", flower_argv, flower_env(env), log_dir).start()
         processes.append(flower)
         flower_up = f"http://127.0.0.1:{flower_port}/healthcheck"
         eventually(lambda: _answers(flower_up), 120, f"flower never answered: {flower.output()[-2000:]}")

@@ -16,7 +16,15 @@ from jeffrey_core.auth import mint_token
 from jeffrey_dev.stack import free_port, wait_until
 from jeffrey_worker.dream import synthetic
 from tests.conftest import require
-from tests.support.processes import ROOT, ServiceProcess, eventually, service_env, start_api, start_worker
+from tests.support.processes import (
+    ROOT,
+    ServiceProcess,
+    eventually,
+    flower_env,
+    service_env,
+    start_api,
+    start_worker,
+)
 from tests.unit.test_monitoring import panel_expressions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -69,7 +77,7 @@ def test_every_panel_and_alert_evaluates_against_the_live_stack(
         processes.append(worker)
         flower_argv = [sys.executable, "-m", "celery", "-A", "jeffrey_worker.app", "flower"]
         flower_argv += [f"--port={flower_port}", "--address=127.0.0.1"]
-        processes.append(ServiceProcess("flower", flower_argv, env, log_dir).start())
+        processes.append(ServiceProcess("flower", flower_argv, flower_env(env), log_dir).start())
         api, base = start_api(env, log_dir)
         processes.append(api)
         api_port = base.rsplit(":", 1)[1]

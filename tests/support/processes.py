@@ -170,6 +170,16 @@ def start_worker(
     return worker
 
 
+def flower_env(env: dict[str, str]) -> dict[str, str]:
+    """The env for a Flower next to a test's worker: without the worker's PROMETHEUS_MULTIPROC_DIR.
+
+    Flower uses prometheus_client too; given that directory it writes its own gauges there, and the
+    worker's exporter then serves them as well, so every flower_* series appears twice (once per
+    target) whenever Flower wrote its file after the worker emptied the directory at start:
+    `sum(flower_worker_online) == 1` was then 2 (the alert test's one CI failure)."""
+    return {k: v for k, v in env.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+
+
 def start_api(env: dict[str, str], log_dir: Path) -> tuple[ServiceProcess, str]:
     """One uvicorn process. PROMETHEUS_MULTIPROC_DIR is dropped: tests share one env with the worker,
     whose directory that is (a single API process keeps its own registry; test_api_multiprocess_metrics
