@@ -46,15 +46,28 @@ def count_user_data(session: Session, user_id: str) -> ExportCounts:
 
 def export_records(session: Session, user_id: str) -> Iterator[dict[str, Any]]:
     """One record per memory, dream and run of `user_id`, each with a `type` field."""
-    for memory in _pages(session, Memory, Memory.user_id, Memory.created_at, Memory.id, user_id):
-        yield {"type": "memory", **_columns(memory)}
-    for dream in _pages(session, Dream, Dream.user_id, Dream.created_at, Dream.id, user_id):
-        members = session.scalars(
-            select(Consolidation.memory_id).where(Consolidation.dream_id == dream.id).order_by("memory_id")
-        ).all()
-        yield {"type": "dream", **_columns(dream), "member_ids": list(members)}
-    for run in _pages(session, DreamRun, DreamRun.user_id, DreamRun.queued_at, DreamRun.id, user_id):
-        yield {"type": "run", **_columns(run)}
+    for memories in _pages(session, Memory, Memory.user_id, Memory.created_at, Memory.id, user_id):
+        yield from ({"type": "memory", **_columns(memory)} for memory in memories)
+    for dreams in _pages(session, Dream, Dream.user_id, Dream.created_at, Dream.id, user_id):
+        members = _member_ids(session, [dream.id for dream in dreams])  # one query per page, not per dream
+        yield from (
+            {"type": "dream", **_columns(dream), "member_ids": members.get(dream.id, [])} for dream in dreams
+        )
+    for runs in _pages(session, DreamRun, DreamRun.user_id, DreamRun.queued_at, DreamRun.id, user_id):
+        yield from ({"type": "run", **_columns(run)} for run in runs)
+
+
+def _member_ids(session: Session, dream_ids: list[str]) -> dict[str, list[str]]:
+    query = select(Consolidation.dream_id, Consolidation.memory_id).where(
+        Consolidation.dream_id.in_(dream_ids)
+    )
+    members: dict[str, list[str]] = {}
+    for dream_id, memory_id in session.execute(
+        query.order_by(Consolidation.dream_id, Consolidation.memory_id)
+    ):
+        if dream_id is not None:  # the column is nullable; the IN above never matches NULL
+            members.setdefault(dream_id, []).append(memory_id)
+    return members
 
 
 def _pages(
@@ -64,15 +77,16 @@ def _pages(
     created: InstrumentedAttribute[datetime],
     ident: InstrumentedAttribute[str],
     user_id: str,
-) -> Iterator[Any]:
-    """Rows of `model` owned by `user_id`, oldest first, read `PAGE` at a time (keyset, no OFFSET)."""
+) -> Iterator[list[Any]]:
+    """Pages of the rows of `model` owned by `user_id`, oldest first, `PAGE` rows each (keyset, no OFFSET)."""
     after: tuple[datetime, str] | None = None
     while True:
         query = select(model).where(owner == user_id)
         if after is not None:
             query = query.where(or_(created > after[0], and_(created == after[0], ident > after[1])))
-        rows = session.scalars(query.order_by(created, ident).limit(PAGE)).all()
-        yield from rows
+        rows = list(session.scalars(query.order_by(created, ident).limit(PAGE)).all())
+        if rows:
+            yield rows
         if len(rows) < PAGE:
             return
         last = rows[-1]
