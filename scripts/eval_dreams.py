@@ -8,7 +8,10 @@ dreams with the known groups (adjusted Rand index and NMI; a memory in no dream 
 - Banking77 test (3,080 real queries, 77 intents) — never used for tuning (thresholds: train);
 - the templated-frame case: 200 memories, 5 themes, one sentence frame shared by all;
 - the synthetic benchmark (1,000 memories, 8 themes, 5 % noise);
-- French and English diaries (72 each, 8 themes; written blind by a separate helper, tests/data);
+- French and English diaries (72 each, 8 themes; written blind by a separate helper, tests/data),
+  and one user who wrote both (144 memories, 16 themes: a French and an English dream per theme);
+- a harder French diary (80 memories, 8 abstract themes such as money, friends, studies, with shared
+  sentence openings; written by another helper as a tuning set, tests/data);
 - random unrelated text: the run quality must stay near 0;
 - whether the run quality score ranks clusterings as ARI does (Spearman over perturbed clusterings
   of a Banking77 test sample).
@@ -68,6 +71,20 @@ def templated_frame(n: int = 200, seed: int = 3) -> tuple[list[str], list[str]]:
     labels = [themes[i % len(themes)] for i in range(n)]
     rng.shuffle(labels)
     texts = [f"Day {i + 1}: I kept thinking about {FRAME_THEMES[t]}, again." for i, t in enumerate(labels)]
+    return texts, labels
+
+
+def interleave(
+    french: tuple[list[str], list[str]], english: tuple[list[str], list[str]]
+) -> tuple[list[str], list[str]]:
+    """One person writing in both languages: a theme in French and in English are two dreams (the
+    spaces are separate by design), so the truth labels keep the language."""
+    texts = [t for pair in zip(french[0], english[0], strict=True) for t in pair]
+    labels = [
+        t
+        for pair in zip([f"fr-{x}" for x in french[1]], [f"en-{x}" for x in english[1]], strict=True)
+        for t in pair
+    ]
     return texts, labels
 
 
@@ -175,7 +192,9 @@ def main() -> None:
             "templated-frame": templated_frame(),
             "french-diary": read_tsv(ROOT / "tests" / "data" / "dreams_fr_diary.tsv"),
             "english-diary": read_tsv(ROOT / "tests" / "data" / "dreams_en_diary.tsv"),
+            "french-diary-abstract": read_tsv(ROOT / "tests" / "data" / "dreams_fr_diary_abstract.tsv"),
         }
+        inputs["bilingual-diary"] = interleave(inputs["french-diary"], inputs["english-diary"])
         synth = synthetic.generate(1000, themes=8, seed=7, noise=0.05)
         inputs["synthetic-1000"] = (
             [m.text for m in synth],
@@ -193,6 +212,8 @@ def main() -> None:
         report = {
             "encoder": ctx.embedder.model_name,
             "thresholds": vars(ctx.embedder.thresholds),
+            # French texts get their own space (encoder.RoutedEncoder); each space its thresholds.
+            "spaces": {name: vars(space.thresholds) for name, space in ctx.embedder.spaces.items()},
             "cases": cases,
             "quality_ranking": ranking,
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

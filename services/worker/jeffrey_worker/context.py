@@ -27,7 +27,7 @@ from jeffrey_core.redis_keys import RedisKeys
 from jeffrey_core.settings import Settings
 from jeffrey_core.store.engine import create_db_engine, create_session_factory
 from jeffrey_core.store.models import utcnow
-from jeffrey_worker.dream.encoder import TextEncoder, load_encoder
+from jeffrey_worker.dream.encoder import RoutedEncoder, load_encoder
 from jeffrey_worker.dream.tuner import BatchSizeTuner, RedisTunerStore
 from jeffrey_worker.dream.vectors import Embedder, idf_from_emotion_model
 from jeffrey_worker.emotion_service import GuardedDetector, build_guarded_detector
@@ -47,7 +47,7 @@ class WorkerContext:
     send: Send  # jeffrey_core.enqueue.send bound to this worker's app, patient policy
     clock: Callable[[], datetime] = utcnow
     _detector: GuardedDetector | None = field(default=None, repr=False)
-    _embedder: TextEncoder | None = field(default=None, repr=False)
+    _embedder: RoutedEncoder | None = field(default=None, repr=False)
 
     @property
     def detector(self) -> GuardedDetector:
@@ -57,12 +57,15 @@ class WorkerContext:
         return self._detector
 
     @property
-    def embedder(self) -> TextEncoder:
-        """The sentence encoder (or the lexical fallback when none is installed), loaded on first use."""
+    def embedder(self) -> RoutedEncoder:
+        """The sentence encoders, one space per language (or the lexical fallback when none is
+        installed), loaded on first use."""
         if self._embedder is None:
             dream = self.settings.dream
             words = Embedder(idf_from_emotion_model())
-            self._embedder = load_encoder(dream.embedding_model, dream.embedding_tokenizer, words)
+            self._embedder = load_encoder(
+                dream.embedding_model, dream.embedding_tokenizer, words, dream.french_encoder
+            )
         return self._embedder
 
     def tuner(self) -> BatchSizeTuner:

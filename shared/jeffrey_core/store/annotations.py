@@ -56,8 +56,8 @@ def count_pending(session: Session) -> int:
     return int(session.scalar(select(func.count()).where(Memory.emotion_model_version.is_(None))) or 0)
 
 
-def write_embeddings(session: Session, vectors: dict[str, bytes], model_name: str) -> None:
-    """Store each memory's vector (float32 bytes) with the model that made it.
+def write_embeddings(session: Session, vectors: dict[str, tuple[bytes, str]]) -> None:
+    """Store each memory's vector (float32 bytes) with the model that made it: {id: (blob, model)}.
 
     Annotation embeds every memory once, so consolidation reads vectors instead of computing them."""
     if not vectors:
@@ -66,7 +66,8 @@ def write_embeddings(session: Session, vectors: dict[str, bytes], model_name: st
     statement = (
         update(table)
         .where(table.c.id == bindparam("memory_id"))
-        .values(embedding=bindparam("blob"), embedding_model=model_name)
+        .values(embedding=bindparam("blob"), embedding_model=bindparam("model"))
     )
     # One executemany; a memory deleted meanwhile is simply skipped (Core does not check rowcount).
-    session.execute(statement, [{"memory_id": i, "blob": blob} for i, blob in vectors.items()])
+    rows = [{"memory_id": i, "blob": blob, "model": model} for i, (blob, model) in vectors.items()]
+    session.execute(statement, rows)

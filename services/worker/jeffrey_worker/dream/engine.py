@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from jeffrey_core.store.annotations import write_annotation
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory
 from jeffrey_worker.dream import planner
-from jeffrey_worker.dream.encoder import TextEncoder
+from jeffrey_worker.dream.encoder import RoutedEncoder, TextEncoder, routed
 from jeffrey_worker.dream.vectors import from_bytes, to_bytes
 
 REVISITED_SINGLETONS = 100
@@ -64,25 +64,21 @@ def run_batch(
     session: Session,
     run: DreamRun,
     batch_size: int,
-    embedder: TextEncoder,
+    embedder: TextEncoder | RoutedEncoder,
     now: datetime,
     annotate: Annotator | None = None,
 ) -> BatchOutcome:
     started = time.perf_counter()
-    batch = load_batch(session, run, batch_size, embedder.model_name)
+    encoders = routed(embedder)
+    batch = load_batch(session, run, batch_size, list(encoders.spaces))
     if not batch.rows:
         return BatchOutcome(0, 0, 0, None, time.perf_counter() - started, exhausted=True)
     if annotate is not None:
         annotate_missing(session, batch.rows, annotate)
-    embed_missing(batch.rows, embedder)
-    width = len(batch.rows[0].embedding or b"")
-    batch.dreams = [d for d in batch.dreams if len(d.centroid) == width]  # same vector space only
-    items = [_item(row, embedder) for row in batch.rows]
-    items += [_item(row, embedder, revisit=True) for row in batch.revisit]
-    states = [_state(row, batch.summary_vectors) for row in batch.dreams]
-    limits = embedder.thresholds
-    plan = planner.plan_batch(items, states, limits.attach, limits.merge)
-    apply_plan(session, run, batch, plan, now, embedder.model_name)
+    embed_missing(batch.rows, encoders)
+    plans = plan_spaces(batch, encoders)
+    plan = planner.combine([p for _, p in plans])
+    apply_plan(session, run, batch, plan, now, [name for name, p in plans for _ in p.created])
     seconds = time.perf_counter() - started
     _advance_run(run, batch.rows[-1], len(batch.rows), plan, batch_size, seconds, now)
     session.flush()
@@ -97,7 +93,25 @@ def run_batch(
     )
 
 
-def load_batch(session: Session, run: DreamRun, batch_size: int, model_name: str) -> BatchInput:
+def plan_spaces(batch: BatchInput, encoders: RoutedEncoder) -> list[tuple[str, planner.Plan]]:
+    """Plan each vector space on its own: its memories (batch and revisited singletons), the dreams
+    whose centroids are of its width, its thresholds. Vectors of different models are never compared."""
+    items: dict[str, list[planner.PlanItem]] = defaultdict(list)
+    for row in batch.rows:
+        items[str(row.embedding_model)].append(_item(row, encoders))
+    for row in batch.revisit:
+        items[str(row.embedding_model)].append(_item(row, encoders, revisit=True))
+    plans = []
+    for name, space_items in sorted(items.items()):
+        space = encoders.spaces[name]
+        width = 4 * space.dim  # float32 bytes
+        states = [_state(row, batch.summary_vectors) for row in batch.dreams if len(row.centroid) == width]
+        limits = space.thresholds
+        plans.append((name, planner.plan_batch(space_items, states, limits.attach, limits.merge)))
+    return plans
+
+
+def load_batch(session: Session, run: DreamRun, batch_size: int, model_names: list[str]) -> BatchInput:
     query = select(Memory).where(Memory.user_id == run.user_id, Memory.consolidated_at.is_(None))
     if run.cursor_created_at is not None and run.cursor_id is not None:
         query = query.where(
@@ -115,7 +129,7 @@ def load_batch(session: Session, run: DreamRun, batch_size: int, model_name: str
             Memory.user_id == run.user_id,
             Memory.consolidated_at.is_not(None),
             Memory.dream_id.is_(None),
-            Memory.embedding_model == model_name,
+            Memory.embedding_model.in_(model_names),
         )
         .order_by(Memory.created_at.desc(), Memory.id.desc())
         .limit(REVISITED_SINGLETONS)
@@ -150,28 +164,38 @@ def annotate_missing(session: Session, rows: list[Memory], annotate: Annotator) 
             session.refresh(row)
 
 
-def embed_missing(rows: list[Memory], embedder: TextEncoder) -> int:
-    """Store a vector on each memory that has none from this embedder (annotation usually did it, or
-    the model changed since: re-embedded lazily, batch by batch); returns how many were written."""
-    stale = [row for row in rows if row.embedding is None or row.embedding_model != embedder.model_name]
+def embed_missing(rows: list[Memory], encoders: RoutedEncoder) -> int:
+    """Store a vector on each memory that has none from the encoder of its space (annotation usually
+    did it, or the model changed since: re-embedded lazily, batch by batch); returns how many were
+    written."""
+    stale = [
+        row
+        for row in rows
+        if row.embedding is None or row.embedding_model != encoders.space_for(row.text).model_name
+    ]
     if stale:
-        vectors = embedder.embed_many([row.text for row in stale])
-        for row, vector in zip(stale, vectors, strict=True):
-            row.embedding, row.embedding_model = to_bytes(vector), embedder.model_name
+        for row, (name, vector) in zip(stale, encoders.embed([row.text for row in stale]), strict=True):
+            row.embedding, row.embedding_model = to_bytes(vector), name
     return len(stale)
 
 
 def apply_plan(
-    session: Session, run: DreamRun, batch: BatchInput, plan: planner.Plan, now: datetime, model_name: str
+    session: Session,
+    run: DreamRun,
+    batch: BatchInput,
+    plan: planner.Plan,
+    now: datetime,
+    created_models: list[str],
 ) -> None:
-    """Write the plan: dream rows, then the guarded consolidation of every batch memory."""
+    """Write the plan: dream rows, then the guarded consolidation of every batch memory.
+    `created_models`: the vector space of each created dream, in order."""
     dream_of: dict[str, str | None] = {}
     by_id = {row.id: row for row in batch.dreams}
     for state in plan.updated:
         assert state.id is not None
         _write_state(by_id[state.id], state, now)
         dream_of.update((m.memory_id, state.id) for m in state.new_members)
-    for state in plan.created:
+    for state, model_name in zip(plan.created, created_models, strict=True):
         row = Dream(
             user_id=run.user_id,
             run_id=run.id,
@@ -224,7 +248,7 @@ def _consolidate(
     )
 
 
-def _item(row: Memory, embedder: TextEncoder, revisit: bool = False) -> planner.PlanItem:
+def _item(row: Memory, embedder: RoutedEncoder, revisit: bool = False) -> planner.PlanItem:
     assert row.embedding is not None, "embed_missing() runs before items are built"
     emotion = row.emotion or {}
     return planner.PlanItem(
@@ -303,18 +327,28 @@ def _advance_run(
     run.updated_at = now
 
 
-def merge_dreams(session: Session, user_id: str, now: datetime, embedder: TextEncoder) -> int:
+def merge_dreams(session: Session, user_id: str, now: datetime, embedder: TextEncoder | RoutedEncoder) -> int:
     """Fold together the user's dreams that ended up on the same theme; returns how many were absorbed.
 
     Batches cluster what they see; a theme first met in two different batches (or runs) can start
-    two dreams. Runs after every batch, over the user's recent dreams of the embedder's space.
+    two dreams. Runs after every batch, over the user's recent dreams, each vector space on its own.
     Members move to the kept dream, the absorbed dream is deleted (in the caller's transaction).
     """
-    width = 4 * embedder.dim  # float32 bytes
-    rows = [row for row in load_dreams(session, user_id) if len(row.centroid) == width]
-    vectors = summary_vectors(session, rows)
+    recent = load_dreams(session, user_id)
+    vectors = summary_vectors(session, recent)
+    absorbed = 0
+    for space in routed(embedder).spaces.values():
+        width = 4 * space.dim  # float32 bytes
+        rows = [row for row in recent if len(row.centroid) == width]
+        absorbed += _merge_space(session, rows, vectors, space.thresholds.merge, now)
+    return absorbed
+
+
+def _merge_space(
+    session: Session, rows: list[Dream], vectors: dict[str, bytes], threshold: float, now: datetime
+) -> int:
     states = [_state(row, vectors) for row in rows]
-    merges = planner.plan_merges(states, embedder.thresholds.merge)
+    merges = planner.plan_merges(states, threshold)
     if not merges:
         return 0
     for kept, absorbed in merges:

@@ -145,6 +145,21 @@ class Plan:
     points: int
 
 
+def combine(plans: list[Plan]) -> Plan:
+    """One batch's plans for several vector spaces as one: quality weighted by points scored."""
+    if len(plans) == 1:
+        return plans[0]
+    scored = [(p.quality, p.points) for p in plans if p.quality is not None]
+    weight = sum(points for _, points in scored)
+    quality = sum(q * points for q, points in scored) / weight if weight else None
+    return Plan(
+        [d for p in plans for d in p.updated],
+        [d for p in plans for d in p.created],
+        quality,
+        sum(p.points for p in plans),
+    )
+
+
 def user_mean(vectors: npt.NDArray[np.float32], dreams: list[DreamState]) -> npt.NDArray[np.float32]:
     """The mean vector of what this batch and the user's dreams hold (an estimate of the user's mean)."""
     total = vectors.sum(axis=0) + sum((d.centroid_sum for d in dreams), np.zeros(vectors.shape[1]))
