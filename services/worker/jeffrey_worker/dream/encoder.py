@@ -184,7 +184,8 @@ class RoutedEncoder:
         return self.default.embed_many(texts)
 
     def term_weights(self, text: str) -> dict[str, float]:
-        return self.space_for(text).term_weights(text)
+        # Every space shares the same lexical words (load_encoder), so no language detection here.
+        return self.default.term_weights(text)
 
 
 def routed(encoder: TextEncoder | RoutedEncoder) -> RoutedEncoder:
