@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from jeffrey_core.auth import mint_token
 from jeffrey_core.store.migrate import upgrade
@@ -241,3 +242,32 @@ def test_cors_preflight_from_an_allowed_origin(api: str) -> None:
         headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
     )
     assert "access-control-allow-origin" not in denied.headers
+
+
+def test_http_metrics_are_labelled_by_route_template(api: str, alice: dict[str, str]) -> None:
+    """jeffrey_api.http_metrics: the instrumentator's series, handler = the matched route's template."""
+    created = httpx.post(f"{api}/api/v1/memories", json={"text": "counted"}, headers=alice)
+    assert created.status_code == 201
+    assert httpx.get(f"{api}/api/v1/memories/{created.json()['id']}", headers=alice).status_code == 200
+    assert httpx.get(f"{api}/no/such/path").status_code == 404
+    httpx.get(f"{api}/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{api}/metrics").text)}
+    counted = {
+        (s.labels["method"], s.labels["handler"], s.labels["status"])
+        for s in families["http_requests"].samples
+        if s.name == "http_requests_total"
+    }
+    assert {
+        ("POST", "/api/v1/memories", "201"),
+        ("GET", "/api/v1/memories/{memory_id}", "200"),
+        ("GET", "none", "404"),
+    } <= counted
+    assert not any(handler == "/metrics" for _, handler, _ in counted)
+    sizes = [s for s in families["http_request_size_bytes"].samples if s.name.endswith("_sum")]
+    assert any(s.labels["handler"] == "/api/v1/memories" and s.value > 0 for s in sizes)
+    names = {s.name for f in families.values() for s in f.samples}
+    assert {
+        "http_response_size_bytes_count",
+        "http_request_duration_highr_seconds_bucket",
+        "http_request_duration_seconds_bucket",
+    } <= names

@@ -182,6 +182,8 @@ def test_every_admin_action_is_audited_with_its_outcome(api: Api) -> None:
     assert httpx.post(api.url("/api/v1/dlq/replay"), json={"task": "x"}, headers=admin).is_success
     assert httpx.delete(api.url("/api/v1/dlq?older_than=60"), headers=admin).is_success
     assert httpx.get(api.url(f"/api/v1/memories?user_id={victim}"), headers=admin).is_success
+    written = httpx.post(api.url(f"/api/v1/memories?user_id={victim}"), json={"text": "x"}, headers=admin)
+    assert written.status_code == 201 and written.json()["user_id"] == victim  # the POST audits inline
     assert httpx.get(api.url(f"/api/v1/memories?user_id={actor}"), headers=admin).is_success  # itself
     assert httpx.post(api.url("/api/v1/tokens/revoke"), json={"jti": "j-" + actor}, headers=admin).is_success
     assert httpx.post(api.url("/api/v1/dream/toggle"), json={"enabled": True}, headers=admin).is_success
@@ -197,13 +199,15 @@ def test_every_admin_action_is_audited_with_its_outcome(api: Api) -> None:
         ("dlq.replay_matching", "ok"),
         ("dlq.purge", "ok"),
         ("act_for_user", "ok"),
+        ("act_for_user", "ok"),
         ("token.revoke", "ok"),
         ("dream.toggle", "ok"),
     ]
     by_action = {r["action"]: r for r in reversed(rows)}  # the latest of each
     assert rows[-1]["target"] == "disabled" and rows[-1]["request_id"] == rid["X-Request-ID"]
     assert by_action["dream.run.forced"]["target"] == victim
-    assert by_action["act_for_user"]["target"].startswith(f"{victim} (GET /api/v1/memories")
+    assert by_action["act_for_user"]["target"] == f"{victim} (POST /api/v1/memories)"
+    assert rows[3]["target"].startswith(f"{victim} (GET /api/v1/memories")
     assert by_action["dlq.replay"]["target"] == "nope"
     assert by_action["token.revoke"]["target"] == "j-" + actor
     assert [r["id"] for r in _audit(api, actor=actor, action="dream.toggle")] == [

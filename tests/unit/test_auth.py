@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import jwt
@@ -16,6 +17,7 @@ from jeffrey_core.auth import (
     mint_token,
     parse_verify_keys,
     verify_token,
+    verify_token_cached,
 )
 
 pytestmark = pytest.mark.unit
@@ -160,3 +162,49 @@ def test_expired_token_can_still_be_read_for_revocation() -> None:
     token = mint_token(SECRET, "alice", ["memories"], 10, now=time.time() - 3600)
     principal = verify_token(SECRET, token, verify_exp=False)
     assert principal.user_id == "alice" and principal.expires_at < time.time()
+
+
+def test_cached_verification_still_follows_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API's cached check answers as the full one at every instant: a token verified while valid
+    is refused token_expired once its exp passes, and one not yet valid is refused until its iat."""
+    ring = KeyRing.of(SECRET)
+    start = time.time()
+    token = mint_token(ring, "alice", ["memories"], 60, now=start)
+    assert verify_token_cached(ring, token).user_id == "alice"
+    _shift_clocks(monkeypatch, start + 61)
+    with pytest.raises(TokenError) as excinfo:
+        verify_token_cached(ring, token)
+    assert excinfo.value.code == "token_expired"
+    future = mint_token(ring, "bob", ["memories"], 60, now=start + 3600)
+    with pytest.raises(TokenError) as excinfo:
+        verify_token_cached(ring, future)
+    assert excinfo.value.code == "invalid_token"  # PyJWT: "The token is not yet valid (iat)"
+    _shift_clocks(monkeypatch, start + 3601)
+    assert verify_token_cached(ring, future).user_id == "bob"
+
+
+def test_cached_verification_refuses_what_the_full_check_refuses() -> None:
+    ring = KeyRing.of(SECRET, "k1")
+    stranger = KeyRing.of("another-secret-0123456789abcdef0123456789", "k1")
+    forged = mint_token(stranger, "alice", ["admin"], 60)
+    for _ in range(2):  # a refusal is not remembered as a success
+        with pytest.raises(TokenError) as excinfo:
+            verify_token_cached(ring, forged)
+        assert excinfo.value.code == "invalid_token"
+    other_ring = KeyRing.of(SECRET, "k2")  # same secret, another kid: a token of `ring` is not valid here
+    token = mint_token(ring, "alice", ["memories"], 60)
+    assert verify_token_cached(ring, token).user_id == "alice"
+    with pytest.raises(TokenError):
+        verify_token_cached(other_ring, token)
+
+
+def _shift_clocks(monkeypatch: pytest.MonkeyPatch, to: float) -> None:
+    """Both clocks a verification reads: ours (time.time) and PyJWT's (datetime.now)."""
+
+    class Shifted(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> Shifted:
+            return cls.fromtimestamp(to, tz)
+
+    monkeypatch.setattr(time, "time", lambda: to)
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Shifted)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from jeffrey_api.deps import PrincipalDep, StateDep
 from jeffrey_api.errors import ApiError
 from jeffrey_api.state import AppState
+from jeffrey_core.auth import Principal
 from jeffrey_core.logging import request_id_var
 from jeffrey_core.store.audit import OK, AuditAction, record_audit
 
@@ -89,9 +91,8 @@ def audited(action: AuditAction | None = None, target_param: str | None = None) 
     return Depends(audit_call, scope="function")
 
 
-async def _audit_acting_for(
-    request: Request, principal: PrincipalDep, state: StateDep
-) -> AsyncIterator[None]:
+@asynccontextmanager
+async def acting_for_audit(request: Request, principal: Principal, state: AppState) -> AsyncIterator[None]:
     """Records an admin's request made for another user (`?user_id=` naming someone else)."""
     target = request.query_params.get("user_id")
     if not principal.is_admin or not target or target == principal.user_id:
@@ -106,6 +107,13 @@ async def _audit_acting_for(
         raise
     finally:
         await anyio.to_thread.run_sync(write_audit, state, principal.user_id, note, outcome_of(failure))
+
+
+async def _audit_acting_for(
+    request: Request, principal: PrincipalDep, state: StateDep
+) -> AsyncIterator[None]:
+    async with acting_for_audit(request, principal, state):
+        yield
 
 
 # Router-level dependency of every router whose routes take `user_id`.

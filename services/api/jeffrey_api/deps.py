@@ -19,7 +19,7 @@ from starlette.types import Scope
 from jeffrey_api.errors import ApiError, unavailable
 from jeffrey_api.state import AppState
 from jeffrey_api.validation import bounded_utc, safe_text
-from jeffrey_core.auth import Principal, TokenError, key_ring, verify_token
+from jeffrey_core.auth import Principal, TokenError, key_ring, verify_token_cached
 from jeffrey_core.auth import Scope as TokenScope
 from jeffrey_core.revocation import is_revoked
 from jeffrey_core.settings import Settings
@@ -100,7 +100,9 @@ def verify_request_token(request: Request, settings: Settings) -> Principal:
         )
     security = settings.security
     try:
-        return verify_token(key_ring(security), token.strip(), max_ttl_seconds=security.token_max_ttl_seconds)
+        return verify_token_cached(
+            key_ring(security), token.strip(), max_ttl_seconds=security.token_max_ttl_seconds
+        )
     except TokenError as exc:
         raise ApiError(401, exc.code, exc.message, headers=_BEARER_HINT) from exc
 
@@ -225,6 +227,11 @@ async def get_principal(
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> Principal:
     """The caller (the result `authenticate` kept for this request, or computed now)."""
+    return await principal_of(request, settings)
+
+
+async def principal_of(request: Request, settings: Settings) -> Principal:
+    """`get_principal` for a route that takes no dependencies (the memory POST)."""
     result = await authenticate(request.scope, settings)
     if isinstance(result, ApiError):
         raise result
@@ -235,6 +242,11 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 async def require_memories_scope(principal: PrincipalDep) -> Principal:
+    return memories_scope(principal)
+
+
+def memories_scope(principal: Principal) -> Principal:
+    """The principal when its token may read and write memories; 403 otherwise."""
     if not ({TokenScope.MEMORIES, TokenScope.ADMIN} & principal.scopes):
         raise ApiError(403, "forbidden", "this token lacks the 'memories' scope")
     return principal

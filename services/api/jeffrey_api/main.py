@@ -10,11 +10,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-from prometheus_fastapi_instrumentator import Instrumentator
 
 import jeffrey_core
 from jeffrey_api.dream_metrics import DreamCollector
 from jeffrey_api.errors import install_error_handlers
+from jeffrey_api.http_metrics import HttpMetrics, HttpMetricsMiddleware
 from jeffrey_api.middleware import (
     ApiAuthMiddleware,
     BodySizeLimitMiddleware,
@@ -117,11 +117,8 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
 def _add_metrics(
     app: FastAPI, registry: CollectorRegistry, scrape: CollectorRegistry, multiproc: Path | None
 ) -> None:
-    Instrumentator(
-        registry=registry,
-        excluded_handlers=["/metrics"],
-        should_group_status_codes=False,
-    ).instrument(app)
+    # Outermost layer: it times everything the other layers do (jeffrey_api.http_metrics).
+    app.add_middleware(HttpMetricsMiddleware, metrics=HttpMetrics(registry))
     # Read from the database and Redis when scraped: once per scrape, by the process that answers.
     scrape.register(DreamCollector(lambda: getattr(app.state, "jeffrey", None)))
     if multiproc is None:  # else `livesum` gauges summed over the processes (watch_streams)
@@ -133,6 +130,7 @@ def _add_metrics(
 def _include_routers(app: FastAPI) -> None:
     for router in (
         health.router,
+        memories.write_router,
         memories.router,
         emotion.router,
         dreams.router,

@@ -2,7 +2,7 @@
 
 With PROMETHEUS_MULTIPROC_DIR set (compose, through `python -m jeffrey_api.serve`, which empties
 the directory before the workers start), every worker process writes its counters and histograms
-(the HTTP metrics of prometheus-fastapi-instrumentator) to files in that directory, and whichever
+(the HTTP metrics of jeffrey_api.http_metrics) to files in that directory, and whichever
 process answers a scrape returns the sum over all of them. What is read at scrape time from the
 database and Redis (DreamCollector) is collected once, by the answering process; the open event
 streams are a `livesum` gauge (the total over live processes); process_* metrics are read from
