@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import inspect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from jeffrey_core.settings import DatabaseSettings
 from jeffrey_core.store import idempotency as idem
 from jeffrey_core.store import memories as repo
+from jeffrey_core.store import engine as engine_module
 from jeffrey_core.store.engine import create_db_engine, create_session_factory, ping
 
 pytestmark = pytest.mark.integration
@@ -225,3 +226,31 @@ def test_deleting_a_memory_takes_it_out_of_its_dream(session: Session, user_id: 
     assert session.get(Dream, dream.id) is None, "a dream left with one member is no dream"
     left = repo.get_memory(session, user_id, ids[2])
     assert left is not None and left.dream_id is None
+
+
+def test_idle_postgres_connection_found_dead_is_replaced_before_use(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pre-ping for a connection used a moment ago; one idle longer than the bypass window is pinged
+    at checkout, and if its server side is gone the pool hands out a fresh one instead of failing."""
+    engine = create_db_engine(DatabaseSettings(url=postgres_url, pool_size=1))
+    killer = create_db_engine(DatabaseSettings(url=postgres_url, pool_size=1))
+
+    def kill_pooled() -> None:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with killer.connect() as conn:  # the pooled connection's server process ends; the pool can't tell
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar_one()
+
+    try:
+        monkeypatch.setattr(engine_module, "ALIVE_BYPASS_SECONDS", 3600.0)  # everything counts as "just used"
+        kill_pooled()
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.execute(text("SELECT 1"))  # not pinged: the dead connection fails its first statement
+        monkeypatch.setattr(engine_module, "ALIVE_BYPASS_SECONDS", 0.0)  # everything counts as idle
+        kill_pooled()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT 1")).scalar_one() == 1  # pinged, found dead, replaced
+    finally:
+        engine.dispose()
+        killer.dispose()

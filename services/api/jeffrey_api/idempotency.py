@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -55,18 +56,21 @@ def commit_once(
     fingerprint: str,
     ttl_seconds: int,
     status_code: int,
-    create: Callable[[], dict[str, Any]],
-) -> tuple[JSONResponse, bool]:
+    create: Callable[[], dict[str, Any] | BaseModel],
+) -> tuple[Response, bool]:
     """Run `create` (which adds rows to `session`) and commit, at most once per Idempotency-Key.
 
     Returns the response and whether this call did the work (False for a replay), so the caller
     knows whether to enqueue follow-up tasks. `fingerprint` is only read when there is a key. On
-    SQLite the whole transaction holds the process's writer lock (`serialized_writes`).
+    SQLite the whole transaction holds the process's writer lock (`serialized_writes`). A pydantic
+    model from `create` is serialised by pydantic's compiled JSON dump, a dict by `json.dumps`.
     """
     with serialized_writes(session):
         outcome = _commit_once(session, owner, key, fingerprint, ttl_seconds, status_code, create)
-    if isinstance(outcome, JSONResponse):
+    if isinstance(outcome, Response):
         return outcome, False
+    if isinstance(outcome, BaseModel):
+        return Response(outcome.model_dump_json(), status_code, media_type="application/json"), True
     return JSONResponse(outcome, status_code=status_code), True
 
 
@@ -77,8 +81,8 @@ def _commit_once(
     fingerprint: str,
     ttl_seconds: int,
     status_code: int,
-    create: Callable[[], dict[str, Any]],
-) -> JSONResponse | dict[str, Any]:
+    create: Callable[[], dict[str, Any] | BaseModel],
+) -> Response | dict[str, Any] | BaseModel:
     """The replayed response, or the payload this call committed."""
     if key is not None:
         replay = _replay(session, owner, key, fingerprint)
@@ -86,7 +90,8 @@ def _commit_once(
             return replay
     payload = create()
     if key is not None:
-        repo.save_idempotent_response(session, owner, key, fingerprint, status_code, payload, ttl_seconds)
+        stored = payload.model_dump(mode="json") if isinstance(payload, BaseModel) else payload
+        repo.save_idempotent_response(session, owner, key, fingerprint, status_code, stored, ttl_seconds)
     try:
         session.commit()
     except IntegrityError:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from jeffrey_api import idempotency
 from jeffrey_api.admission import admit
@@ -64,7 +64,7 @@ def start_run(
     force: bool = False,
     user_id: UserIdQuery = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:
+) -> Response:
     owner = acting_user(principal, user_id)
     key = idempotency.validate_key(idempotency_key)
     if force and not principal.is_admin:

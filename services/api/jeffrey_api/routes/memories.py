@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from jeffrey_api import idempotency
 from jeffrey_api.audit import acting_for_audit, audit_acting_for
@@ -70,7 +69,7 @@ async def create_memories(
     body: Annotated[MemoryPostBody, Body()],
     user_id: UserIdQuery = None,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> JSONResponse:
+) -> Response:
     state: AppState = request.app.state.jeffrey
     principal = memories_scope(await principal_of(request, state.settings))
     owner = acting_user(principal, user_id)
@@ -86,17 +85,23 @@ async def create_memories(
         return await anyio.to_thread.run_sync(store)
 
 
+# What a memory has once annotated and consolidated; a new one has none of it yet.
+_NOT_YET: dict[str, Any] = {"lang": None, "emotion": None, "consolidated_at": None, "dream_id": None}
+
+
 def _store(
     state: AppState, owner: str, body: MemoryCreate | MemoryBatchCreate, key: str | None, fingerprint: str
-) -> JSONResponse:
+) -> Response:
     items = body.memories if isinstance(body, MemoryBatchCreate) else [body]
 
-    def create() -> dict[str, Any]:
+    def create() -> MemoryOut | MemoryBatchOut:
         new = [repo.NewMemory(text=i.text, meta=i.meta, created_at=i.created_at) for i in items]
-        outs = [MemoryOut.from_row(r) for r in repo.add_memories(session, owner, new)]
-        # pydantic's own JSON-mode dump (compiled), not jsonable_encoder's walk of the result in Python.
-        batch = isinstance(body, MemoryBatchCreate)
-        return (MemoryBatchOut(items=outs) if batch else outs[0]).model_dump(mode="json")
+        # Validated from the inserted values by pydantic's compiled code, and dumped by it too
+        # (commit_once), rather than built from ORM objects and walked by json.dumps.
+        rows = [row | _NOT_YET for row in repo.insert_memories(session, owner, new)]
+        if isinstance(body, MemoryBatchCreate):
+            return MemoryBatchOut.model_validate({"items": rows})
+        return MemoryOut.model_validate(rows[0])
 
     with state.sessions() as session:
         response, created = idempotency.commit_once(
