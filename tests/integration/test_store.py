@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from jeffrey_core.settings import DatabaseSettings
+from jeffrey_core.store import engine as engine_module
 from jeffrey_core.store import idempotency as idem
 from jeffrey_core.store import memories as repo
-from jeffrey_core.store import engine as engine_module
 from jeffrey_core.store.engine import create_db_engine, create_session_factory, ping
 
 pytestmark = pytest.mark.integration
