@@ -352,3 +352,27 @@ def test_the_api_never_answers_500_for_bad_dates_or_text_in_queries(api: Api) ->
     ):
         response = httpx.get(api.url("/api/v1/memories"), params=params, headers=headers)
         assert response.status_code == 422, (params, response.text)
+
+
+def test_every_kind_of_memory_post_is_committed(api: Api) -> None:
+    """A single memory without a key is written in autocommit (one INSERT); with a key, and a batch,
+    in one transaction. Each is read back through another request, so another pooled connection."""
+    user = f"commit-{uuid.uuid4().hex[:8]}"
+    headers = auth(user)
+    posts = [
+        ({"text": "plain"}, {}),
+        ({"text": "keyed"}, {"Idempotency-Key": f"k-{user}"}),
+        ({"memories": [{"text": "batch one"}, {"text": "batch two"}]}, {}),
+    ]
+    for body, extra in posts:
+        response = httpx.post(api.url("/api/v1/memories"), json=body, headers=headers | extra)
+        assert response.status_code == 201, response.text
+    listed = httpx.get(api.url("/api/v1/memories"), headers=headers).json()["items"]
+    assert sorted(m["text"] for m in listed) == ["batch one", "batch two", "keyed", "plain"]
+    replay = httpx.post(
+        api.url("/api/v1/memories"),
+        json={"text": "keyed"},
+        headers=headers | {"Idempotency-Key": f"k-{user}"},
+    )
+    assert replay.headers.get("idempotent-replayed") == "true"
+    assert len(httpx.get(api.url("/api/v1/memories"), headers=headers).json()["items"]) == 4

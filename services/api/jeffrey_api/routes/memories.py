@@ -104,6 +104,10 @@ def _store(
         return MemoryOut.model_validate(rows[0])
 
     with state.sessions() as session:
+        if key is None and isinstance(body, MemoryCreate):
+            # One row and no key: a single INSERT, atomic by itself, so it runs in autocommit. On
+            # PostgreSQL that is one round trip instead of three (BEGIN, INSERT, COMMIT).
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         response, created = idempotency.commit_once(
             session, owner, key, fingerprint, state.settings.api.idempotency_ttl_seconds, 201, create
         )
