@@ -5,7 +5,8 @@
 Annotation: the models' raw batched throughput in one process (emotion detector + text encoder,
 batches of EMOTION_ANNOTATE_BATCH_SIZE) against the annotation service the worker task runs
 (`annotation.sweep`: pending query, models behind the breaker, one write per batch), same process,
-same texts. Consolidation of one user's N seeded memories (already annotated): the engine function
+same texts; and end to end (API → worker → row updated: POSTed to a real API, annotated by one
+prefork pool process after the API's kick, timed until no memory is pending). Consolidation of one user's N seeded memories (already annotated): the engine function
 called directly (`consolidate_one_batch` in a loop, as scripts/bench_dream.py does) against the same
 run driven through the broker (batch 0 sent to a prefork worker -c 1, which chains the batches,
 after a warm-up run that loads the pool process's models) until
@@ -74,6 +75,69 @@ def bench_annotation(ctx: Any, n: int) -> dict[str, Any]:
     }
 
 
+def _pending(ctx: Any) -> int:
+    from jeffrey_core.store.annotations import count_pending
+
+    with ctx.sessions() as session:
+        return count_pending(session)
+
+
+def bench_annotation_end_to_end(ctx: Any, n: int, env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """API → worker → row updated: `n` memories POSTed in batches of 100 to a real uvicorn API, which
+    kicks the annotation sweep (debounced, as in production); one prefork pool process (-c 1)
+    annotates them. Timed from the first POST until no memory is pending. A warm-up of 64 memories
+    loads the pool process's models first."""
+    import httpx
+
+    from bench.gateway import _mint, _serve
+
+    worker = _start_worker(env, tmp, "annotate-worker")
+    api, base = _serve("annotate-api", "jeffrey_api.main:app", env, tmp)
+    headers = {"Authorization": f"Bearer {_mint(env)}"}
+
+    def post_all(memories: list[Any]) -> None:
+        for i in range(0, len(memories), 100):
+            body = {"memories": [{"text": m.text} for m in memories[i : i + 100]]}
+            httpx.post(f"{base}/api/v1/memories", json=body, headers=headers, timeout=30).raise_for_status()
+
+    def drain(deadline: float) -> None:
+        if not wait_until(lambda: _pending(ctx) == 0, deadline, 0.05):
+            raise RuntimeError(f"memories still pending after {deadline} s: {worker.output()[-2000:]}")
+
+    try:
+        post_all(_texts(64, seed=5))
+        drain(300)  # the pool process has loaded its models
+        memories = _texts(n, seed=13)
+        started = time.perf_counter()
+        post_all(memories)
+        posted = time.perf_counter()
+        drain(600)
+        finished = time.perf_counter()
+        return {
+            "texts": n,
+            "posted_in_s": round(posted - started, 2),
+            "seconds": round(finished - started, 2),
+            "per_s": round(n / (finished - started), 1),
+            "lag_after_last_post_s": round(finished - posted, 2),
+            "worker_pool_rss_mb": [peak_rss_mb(c) for c in children(worker.pid)],
+        }
+    finally:
+        api.stop()
+        worker.stop()
+
+
+def _start_worker(env: dict[str, str], tmp: Path, name: str) -> Proc:
+    argv = [sys.executable, "-m", "celery", "-A", "jeffrey_worker.app", "worker", "-E"]
+    argv += ["-Q", "dream,emotion,default"]
+    # One pool process: figures per worker process, and a warm-up loads its models.
+    flags = [f if f != "2" else "1" for f in FLAGS]
+    worker = Proc.start(name, [*argv, *flags], env, tmp)
+    if not wait_until(lambda: len(children(worker.pid)) >= 1 or worker.popen.poll() is not None, 60, 0.1):
+        worker.stop()
+        raise RuntimeError(f"worker did not start: {worker.output()[-2000:]}")
+    return worker
+
+
 def _consolidate_via_broker(ctx: Any, user: str, env: dict[str, str], tmp: Path) -> dict[str, Any]:
     from jeffrey_core import enqueue
     from jeffrey_core.celery_factory import create_celery
@@ -81,24 +145,10 @@ def _consolidate_via_broker(ctx: Any, user: str, env: dict[str, str], tmp: Path)
     from jeffrey_core.store import dreams as store
     from jeffrey_core.store.models import DreamRun, RunTrigger
 
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "jeffrey_worker.app",
-        "worker",
-        "-E",
-        "-Q",
-        "dream,emotion,default",
-    ]
     # One pool process: a user's run is one batch after another, and a warm-up run loads its models.
-    flags = [f if f != "2" else "1" for f in FLAGS]
-    worker = Proc.start("dream-worker", [*argv, *flags], env, tmp)
+    worker = _start_worker(env, tmp, "dream-worker")
     app = create_celery(ctx.settings, main="bench-dream-client")
     try:
-        if not wait_until(lambda: len(children(worker.pid)) >= 1 or worker.popen.poll() is not None, 60, 0.1):
-            raise RuntimeError(f"worker did not start: {worker.output()[-2000:]}")
 
         def run_through_broker(who: str) -> tuple[str, float]:
             with ctx.sessions() as session:
@@ -185,6 +235,13 @@ def main() -> None:
         annotation = bench_annotation(ctx, args.annotate)
         print(
             f"annotation: raw models {annotation['raw_model_per_s']}/s, service {annotation['service_per_s']}/s, ratio {annotation['ratio']}"
+        )
+        e2e = bench_annotation_end_to_end(ctx, args.annotate, env, tmp)
+        annotation["end_to_end"] = e2e
+        annotation["end_to_end_ratio"] = round(e2e["per_s"] / annotation["raw_model_per_s"], 3)
+        print(
+            f"annotation API -> worker -> row: {e2e['per_s']}/s ({annotation['end_to_end_ratio']}x raw),"
+            f" {e2e['lag_after_last_post_s']} s after the last POST"
         )
         consolidation = bench_consolidation(ctx, args.consolidate, env, tmp)
         print(

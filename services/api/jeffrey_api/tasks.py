@@ -55,9 +55,13 @@ async def call(state: AppState, name: TaskName, timeout: float, **kwargs: Any) -
 def kick_annotation(state: AppState) -> bool:
     """Ask a worker to annotate new memories, at most once a second however many requests arrive.
 
-    The first request of a window sets the debounce key and sends a sweep that runs just after the
-    window closes; every later request of the window committed before the key expired, so that one
-    sweep sees its memories too. Within 0.9 s of this process setting the key, it is known to be
+    The first request of a window sets the debounce key and sends two sweeps: one now (the leading
+    edge: its memories are annotated without waiting out the window, and the sweep keeps taking
+    whatever else is pending until nothing is) and one just after the window closes (the trailing
+    edge: every later request of the window committed before the key expired, so that sweep sees
+    their memories). A sweep that finds the sweep lock taken does nothing.
+
+    Within 0.9 s of this process setting the key, it is known to be
     still set, so the request skips Redis altogether. Never fails the request: the memories are
     already committed, and beat's periodic sweep finds them even when this kick could not be sent
     (Redis down).
@@ -70,6 +74,7 @@ def kick_annotation(state: AppState) -> bool:
         if not state.sync_redis.set(state.keys.emotion_kick(), "1", nx=True, px=KICK_DEBOUNCE_MS):
             return False
         try:
+            send(state, TaskName.EMOTION_ANNOTATE_PENDING)
             send(state, TaskName.EMOTION_ANNOTATE_PENDING, countdown=KICK_DEBOUNCE_MS / 1000 + 0.1)
         except Exception:
             state.sync_redis.delete(state.keys.emotion_kick())  # let the next request try again
