@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -250,5 +251,43 @@ async def _compare_with_limits(url: str) -> None:
             (False, "ip", 0),
         ]
         assert not await reference.test(limiter.items[Budget.WRITES, Caller.IP], "writes", "ip", ip)
+    finally:
+        await limiter.aclose()
+
+
+def test_concurrent_checks_share_round_trips_and_count_exactly(redis_server: RedisServer) -> None:
+    """Checks made at once are sent together (one pipeline) yet counted one by one: of 40 concurrent
+    requests against a budget of 25, exactly 25 pass, and the remaining counts run 24 down to 0."""
+    asyncio.run(_concurrent_checks(redis_server.url(REDIS_DB)))
+
+
+async def _concurrent_checks(url: str) -> None:
+    settings = RateLimitSettings.model_validate(
+        {"RATE_LIMIT_WRITES": "25/minute", "RATE_LIMIT_IP_MULTIPLIER": "100"}
+    )
+    prefix = f"jeffrey-test-{uuid.uuid4().hex[:8]}:ratelimit"
+    pool = aioredis.ConnectionPool.from_url(url)
+    limiter = RateLimiter(settings, pool, prefix)
+    sent: list[int] = []
+    original = limiter._spends._send
+
+    async def counting(calls: Any) -> Any:
+        sent.append(len(calls))
+        return await original(calls)
+
+    limiter._spends._send = counting  # type: ignore[method-assign]
+    try:
+        await limiter.check(Budget.WRITES, "10.9.9.8", new_user())  # loads the script (NOSCRIPT, then resent)
+        sent.clear()
+        user = new_user()
+        quotas = await asyncio.gather(*(limiter.check(Budget.WRITES, "10.9.9.9", user) for _ in range(40)))
+        assert all(q is not None for q in quotas)
+        allowed = [q for q in quotas if q is not None and q.allowed]
+        assert len(allowed) == 25
+        assert sorted(q.remaining for q in allowed) == list(range(25))
+        assert sum(sent) == 40 and len(sent) < 40, sent  # shared round trips, every call sent once
+        await aioredis.Redis(connection_pool=pool).script_flush()  # as after a restart: reloaded, not failed
+        again = await limiter.check(Budget.WRITES, "10.9.9.9", new_user())
+        assert again is not None and again.allowed and sent[-2:] == [1, 1]
     finally:
         await limiter.aclose()
