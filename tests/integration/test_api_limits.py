@@ -328,6 +328,13 @@ def test_nul_that_reaches_postgresql_is_422_and_never_logged(postgres_api: Api) 
         error = assert_error(response, 422, "invalid_data")
         assert marker not in response.text
         assert "select" not in error["message"].lower()
+    # A batch goes to PostgreSQL by COPY: its refusal is mapped (and hidden) as an INSERT's is.
+    batch = {"memories": [{"text": "one"}, {"text": "two"}]}
+    response = httpx.post(
+        postgres_api.url("/api/v1/memories"), params={"user_id": f"{marker}\x00"}, json=batch, headers=admin
+    )
+    error = assert_error(response, 422, "invalid_data")
+    assert marker not in response.text and "copy" not in error["message"].lower()
     time.sleep(0.2)
     # The access log names the path and the audit log the user an admin acted for, by design; no other
     # line may carry what the request held (SQLAlchemy's error text would show the statement's

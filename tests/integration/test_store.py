@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import inspect, text
@@ -254,3 +254,34 @@ def test_idle_postgres_connection_found_dead_is_replaced_before_use(
     finally:
         engine.dispose()
         killer.dispose()
+
+
+def test_rows_inserted_together_read_back_exactly(session: Session, user_id: str) -> None:
+    """Several rows at once go by COPY on PostgreSQL (one INSERT per row on SQLite): whatever the
+    text and meta hold (tabs, newlines, backslashes, quotes, emoji, nesting, nulls), it reads back as
+    written, and an aware created_at keeps its instant."""
+    awkward = [
+        "tab\there",
+        "line\nbreak\r\n",
+        "back\\slash \\N \\.",
+        "quote \" and ' ",
+        "émoji 😀 中文",
+        "a,b;c|d",
+    ]
+    metas: list[dict[str, object]] = [
+        {"k": text, "nested": {"list": [1, 2.5, None, True, text]}} for text in awkward
+    ]
+    paris = datetime(2026, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    written = repo.insert_memories(
+        session,
+        user_id,
+        [repo.NewMemory(text=t, meta=m, created_at=paris) for t, m in zip(awkward, metas, strict=True)],
+    )
+    session.commit()
+    session.expunge_all()
+    for row in written:
+        stored = repo.get_memory(session, user_id, row["id"])
+        assert stored is not None
+        assert (stored.text, stored.meta) == (row["text"], row["meta"])
+        assert stored.created_at.astimezone(UTC) == paris.astimezone(UTC)
+        assert stored.ingested_at.astimezone(UTC) == row["ingested_at"].astimezone(UTC)

@@ -3,6 +3,7 @@ accepts (no NUL, no lone surrogate), and JSON trees of bounded depth."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -39,21 +40,28 @@ def safe_text(value: str) -> str:
 def bounded_json(value: Any, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """`value`, or ValueError when its nesting exceeds `max_depth` or a key or string is not `safe_text`.
 
-    Iterative, so a hostile depth costs no recursion."""
+    Iterative, so a hostile depth costs no recursion. The strings are checked together, joined once
+    (a NUL or a surrogate code point in any of them is one in the join): one call per string was
+    most of a batch POST's validation time (issue 12 profile)."""
+    strings: list[str] = []
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict | list):
             if depth > max_depth:
                 raise ValueError(f"JSON nesting must not exceed {max_depth} levels")
-            children = node.values() if isinstance(node, dict) else node
+            children: Iterable[Any] = node
             if isinstance(node, dict):
-                for key in node:
-                    if isinstance(key, str):
-                        safe_text(key)
-            stack.extend((child, depth + 1) for child in children)
+                strings.extend(key for key in node if isinstance(key, str))
+                children = node.values()
+            for child in children:
+                if isinstance(child, str):
+                    strings.append(child)
+                elif isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
         elif isinstance(node, str):
-            safe_text(node)
+            strings.append(node)
+    safe_text("".join(strings))
     return value
 
 

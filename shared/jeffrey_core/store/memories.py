@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
 from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from jeffrey_core.store.models import Consolidation, Dream, Memory, new_id, utcnow
@@ -54,9 +55,43 @@ def insert_memories(session: Session, user_id: str, items: Sequence[NewMemory]) 
         }
         for item in items
     ]
-    if values:
+    if len(values) > 1 and session.get_bind().dialect.name == "postgresql":
+        _copy_in(session, values)
+    elif values:
         session.execute(insert(cast(Table, Memory.__table__)), values)
     return values
+
+
+_COPIED = ("id", "user_id", "text", "meta", "created_at", "ingested_at")
+
+
+def _copy_in(session: Session, values: list[dict[str, Any]]) -> None:
+    """Several rows into PostgreSQL by COPY on the session's connection (so in its transaction):
+    one statement streamed, instead of one pipelined INSERT per row, which was two fifths of a batch
+    POST's CPU (issue 12 profile)."""
+    import psycopg
+    from psycopg.types.json import Json
+
+    connection = session.connection()
+    dbapi = connection.connection.dbapi_connection
+    table = cast(Table, Memory.__table__)
+    statement = f"COPY {table.name} ({', '.join(_COPIED)}) FROM STDIN"
+    # Each value as an INSERT binds it: the dates through UTCDateTime (naive UTC), meta as JSON.
+    binders: list[tuple[str, Callable[[Any], Any] | None]] = [
+        (c, Json if c == "meta" else table.c[c].type.bind_processor(connection.dialect)) for c in _COPIED
+    ]
+    try:
+        with dbapi.cursor() as cursor, cursor.copy(statement) as copy:  # type: ignore[union-attr]
+            for row in values:
+                copy.write_row([bind(row[c]) if bind else row[c] for c, bind in binders])
+    except psycopg.Error as exc:
+        # As SQLAlchemy raises it for an INSERT (the API maps DataError, OperationalError, ...), values
+        # hidden; a lost connection is taken out of the pool.
+        if connection.dialect.is_disconnect(exc, dbapi, None):  # type: ignore[arg-type]
+            connection.invalidate(exc)
+        raise DBAPIError.instance(
+            statement, None, exc, psycopg.Error, hide_parameters=True, dialect=connection.dialect
+        ) from exc
 
 
 def get_memory(session: Session, user_id: str, memory_id: str) -> Memory | None:
