@@ -1,9 +1,12 @@
 """Memory POST benchmark: the project's API against the hand-written baseline, same uvicorn, same run.
 
-    python -m bench.gateway [--seconds 10] [--databases sqlite,postgres]
+    python -m bench.gateway [--seconds 10] [--rounds 2] [--databases sqlite,postgres] [--before REF]
 
 Workloads: one memory per request at 16 and 64 connections, batches of 100 at 4 connections (wrk -t2,
-loopback). The project runs with its rate limiter on (budgets the bench never reaches) and a private
+loopback). Every server (the baseline, the project on each database, the `--before` tree) is up for
+the whole run, and each workload is measured in rounds that take every server in turn, so each ratio
+compares points seconds apart (run one after the other, a drifting machine moved the ratios by 0.2).
+The project runs with its rate limiter on (budgets the bench never reaches) and a private
 redis-server; PostgreSQL gets a database made for the run and dropped after it. The generator check
 points wrk at a bare ASGI app and a FastAPI constant to show wrk is not the bottleneck.
 Writes bench/results/gateway.json.
@@ -12,11 +15,13 @@ Writes bench/results/gateway.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,28 +104,125 @@ def _serve(name: str, target: str, env: dict[str, str], tmp: Path, migrate: bool
     return proc, base
 
 
-def _points(
-    pid: int, base: str, paths: dict[str, str], bodies: dict[int, Path], token: str, seconds: float
+@dataclass
+class Server:
+    """One API under test, up for the whole run: its label, database, process, URL, paths, token."""
+
+    label: str
+    db: str
+    proc: Proc
+    base: str
+    paths: dict[str, str]
+    token: str
+    points: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def _point(
+    server: Server, name: str, conns: int, per: int, bodies: dict[int, Path], seconds: float, warm: bool
 ) -> dict[str, Any]:
-    """Each workload: a short warm-up, then one measured wrk run. Besides the rates, the server's CPU
-    time per request (user + system of the serving process over the run): on a shared machine it
-    drifts far less than requests/s."""
-    out: dict[str, Any] = {}
+    """One measured wrk run (after a short warm-up the first time), with the server's CPU time per
+    request (user + system of the serving process over the run): on a shared machine it drifts far
+    less than requests/s."""
+    env = {"BENCH_BODY_FILE": str(bodies[per]), "BENCH_TOKEN": server.token}
+    url = server.base + server.paths[str(per)]
+    if warm:
+        run_wrk(url, conns, min(2.0, seconds), "post.lua", env)
+    cpu_before = cpu_seconds(server.proc.pid)
+    point = run_wrk(url, conns, seconds, "post.lua", env)
+    point["server_cpu_ms_per_request"] = round(
+        1000 * (cpu_seconds(server.proc.pid) - cpu_before) / max(1, point["requests"]), 3
+    )
+    point["memories_per_s"] = round(point["rps"] * per, 1)
+    print(
+        f"  {server.label:>22} {server.db:>8} {name:>11}: {point['rps']:>8} req/s  p50 {point['p50_ms']} ms"
+        f"  p99 {point['p99_ms']} ms  cpu/req {point['server_cpu_ms_per_request']} ms  non2xx {point['non2xx']}"
+    )
+    return point
+
+
+def _combined(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rounds of one server and workload as one point: requests over time, the mean p50, the worst
+    p99, CPU over requests; each round kept under `rounds`."""
+    requests = sum(p["requests"] for p in points)
+    seconds = sum(p["duration_us"] for p in points) / 1e6
+    per = points[0]["memories_per_s"] / points[0]["rps"] if points[0]["rps"] else 1
+    cpu_ms = sum(p["server_cpu_ms_per_request"] * p["requests"] for p in points)
+    return {
+        "requests": requests,
+        "rps": round(requests / seconds, 1),
+        "memories_per_s": round(requests / seconds * per, 1),
+        "p50_ms": round(sum(p["p50_ms"] for p in points) / len(points), 3),
+        "p99_ms": max(p["p99_ms"] for p in points),
+        "server_cpu_ms_per_request": round(cpu_ms / max(1, requests), 3),
+        "non2xx": sum(p["non2xx"] for p in points),
+        "connections": points[0]["connections"],
+        "rounds": points,
+    }
+
+
+def measure_interleaved(servers: list[Server], bodies: dict[int, Path], seconds: float, rounds: int) -> None:
+    """Every server up at once; for each workload, `rounds` rounds that each measure every server in
+    turn (baseline first). A ratio then compares points a few seconds apart, not minutes: on a shared
+    machine the CPU share a process gets drifts by a factor of two from one minute to the next."""
     for name, conns, per in WORKLOADS:
-        env = {"BENCH_BODY_FILE": str(bodies[per]), "BENCH_TOKEN": token}
-        run_wrk(base + paths[str(per)], conns, min(2.0, seconds), "post.lua", env)  # warm-up
-        cpu_before = cpu_seconds(pid)
-        point = run_wrk(base + paths[str(per)], conns, seconds, "post.lua", env)
-        point["server_cpu_ms_per_request"] = round(
-            1000 * (cpu_seconds(pid) - cpu_before) / max(1, point["requests"]), 3
-        )
-        point["memories_per_s"] = round(point["rps"] * per, 1)
-        out[name] = point
-        print(
-            f"  {name:>11}: {point['rps']:>8} req/s  {point['memories_per_s']:>9} memories/s"
-            f"  p50 {point['p50_ms']} ms  p99 {point['p99_ms']} ms  cpu/req {point['server_cpu_ms_per_request']} ms"
-            f"  non2xx {point['non2xx']}"
-        )
+        for r in range(rounds):
+            for server in servers:
+                server.points.setdefault(name, []).append(
+                    _point(server, name, conns, per, bodies, seconds, warm=r == 0)
+                )
+
+
+def round_ratios(server: Server, baseline: Server) -> dict[str, float]:
+    """Per workload, the mean over rounds of this server's rate over the baseline's in the same round."""
+    out = {}
+    for name, _, _ in WORKLOADS:
+        pairs = zip(server.points[name], baseline.points[name], strict=True)
+        out[name] = round(sum(p["rps"] / b["rps"] for p, b in pairs) / len(server.points[name]), 3)
+    return out
+
+
+def start_project(label: str, db_url: str, db: str, redis_url: str, tmp: Path, source: Path | None) -> Server:
+    name = f"api-{abs(hash(label + db))}"
+    # Up at the same time as the others: keys of its own in the shared private Redis.
+    env = {**project_env(redis_url, db_url, source), "REDIS_KEY_PREFIX": f"bench-{name}"}
+    proc, base = _serve(name, "jeffrey_api.main:app", env, tmp, migrate=True)
+    paths = {"1": "/api/v1/memories", "100": "/api/v1/memories"}
+    return Server(label, db, proc, base, paths, _mint(env))
+
+
+def baseline_env(redis_url: str, tmp: Path) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "BASELINE_DB": str(tmp / "baseline.db"),
+        "BASELINE_REDIS_URL": redis_url.replace("/0", "/1"),
+        "BASELINE_SECRET": SECRET,
+    }
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def start_baseline(redis_url: str, tmp: Path) -> Server:
+    import jwt
+
+    env = baseline_env(redis_url, tmp)
+    proc, base = _serve("baseline", "bench.baseline_app:app", env, tmp)
+    token = jwt.encode({"sub": "bench-user"}, SECRET, algorithm="HS256")
+    return Server(
+        "hand-written baseline", "sqlite3", proc, base, {"1": "/memories", "100": "/memories/batch"}, token
+    )
+
+
+def generator_check(baseline: Server, env: dict[str, str], tmp: Path, seconds: float) -> dict[str, Any]:
+    """wrk against a FastAPI constant (the baseline app's) and a bare ASGI constant: wrk's headroom."""
+    out = {"constant_fastapi": run_wrk(baseline.base + "/constant", 64, seconds, "get.lua", {})}
+    proc, base = _serve("raw", "bench.baseline_app:raw", env, tmp)
+    try:
+        out["constant_bare_asgi"] = run_wrk(base + "/", 64, seconds, "get.lua", {})
+    finally:
+        proc.stop()
+    print(
+        f"  constant: FastAPI {out['constant_fastapi']['rps']} req/s, bare ASGI {out['constant_bare_asgi']['rps']} req/s"
+    )
     return out
 
 
@@ -143,56 +245,6 @@ def project_env(redis_url: str, database_url: str, source: Path | None = None) -
     return env
 
 
-def bench_project(
-    database_url: str, redis_url: str, bodies: dict[int, Path], tmp: Path, seconds: float, source: Path | None
-) -> dict[str, Any]:
-    env = project_env(redis_url, database_url, source)
-    proc, base = _serve("api", "jeffrey_api.main:app", env, tmp, migrate=True)
-    try:
-        token = _mint(env)
-        paths = {"1": "/api/v1/memories", "100": "/api/v1/memories"}
-        result = _points(proc.pid, base, paths, bodies, token, seconds)
-        result["api_peak_rss_mb"] = peak_rss_mb(proc.pid)
-        return result
-    finally:
-        proc.stop()
-
-
-def bench_baseline(redis_url: str, bodies: dict[int, Path], tmp: Path, seconds: float) -> dict[str, Any]:
-    import jwt
-
-    env = {
-        **os.environ,
-        "BASELINE_DB": str(tmp / "baseline.db"),
-        "BASELINE_REDIS_URL": redis_url.replace("/0", "/1"),
-        "BASELINE_SECRET": SECRET,
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    proc, base = _serve("baseline", "bench.baseline_app:app", env, tmp)
-    try:
-        token = jwt.encode({"sub": "bench-user"}, SECRET, algorithm="HS256")
-        result = _points(proc.pid, base, {"1": "/memories", "100": "/memories/batch"}, bodies, token, seconds)
-        result["constant_fastapi"] = run_wrk(base + "/constant", 64, seconds, "get.lua", {})
-        result["baseline_peak_rss_mb"] = peak_rss_mb(proc.pid)
-    finally:
-        proc.stop()
-    proc, base = _serve("raw", "bench.baseline_app:raw", env, tmp)
-    try:
-        up = wait_until(lambda: True, 0)
-        assert up
-        result["constant_bare_asgi"] = run_wrk(base + "/", 64, seconds, "get.lua", {})
-    finally:
-        proc.stop()
-    print(
-        f"  constant: FastAPI {result['constant_fastapi']['rps']} req/s, bare ASGI {result['constant_bare_asgi']['rps']} req/s"
-    )
-    return result
-
-
-def ratios(project: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float]:
-    return {name: round(project[name]["rps"] / baseline[name]["rps"], 3) for name, _, _ in WORKLOADS}
-
-
 def _variants(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path | None]]:
     variants: list[tuple[str, Path | None]] = []
     if args.before:
@@ -203,20 +255,23 @@ def _variants(args: argparse.Namespace, tmp: Path) -> list[tuple[str, Path | Non
     return variants
 
 
-def _bench_db(
-    db: str,
-    tmp: Path,
-    redis_url: str,
-    bodies: dict[int, Path],
-    args: argparse.Namespace,
-    source: Path | None,
-    label: str,
-) -> dict[str, Any] | None:
-    if db == "sqlite":
-        url = f"sqlite:///{tmp}/jeffrey-{abs(hash(label))}.db"
-        return bench_project(url, redis_url, bodies, tmp, args.seconds, source)
-    with postgres_database() as pg:
-        return None if pg is None else bench_project(pg, redis_url, bodies, tmp, args.seconds, source)
+def _start_all(
+    args: argparse.Namespace, tmp: Path, redis_url: str, stack: contextlib.ExitStack
+) -> list[Server]:
+    servers = [start_baseline(redis_url, tmp)]
+    stack.callback(servers[0].proc.stop)
+    for label, source in _variants(args, tmp):
+        for db in args.databases.split(","):
+            if db == "sqlite":
+                url: str | None = f"sqlite:///{tmp}/jeffrey-{abs(hash(label))}.db"
+            else:
+                url = stack.enter_context(postgres_database())
+                if url is None:
+                    continue
+            server = start_project(label, url, db, redis_url, tmp, source)
+            stack.callback(server.proc.stop)
+            servers.append(server)
+    return servers
 
 
 def main() -> None:
@@ -232,28 +287,40 @@ def main() -> None:
         "--source", type=Path, default=None, help="import the project from this tree (default: working tree)"
     )
     parser.add_argument("--name", default="gateway")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="interleaved rounds per workload (each server once per round)"
+    )
     args = parser.parse_args()
     require_wrk()
     data: dict[str, Any] = {
         "seconds_per_point": args.seconds,
+        "rounds": args.rounds,
         "generator": "wrk -t2",
         "variants": {},
         "ratios": {},
     }
-    with tempfile.TemporaryDirectory() as tmpdir, redis_server(Path(tmpdir)) as redis_url:
+    with (
+        tempfile.TemporaryDirectory() as tmpdir,
+        redis_server(Path(tmpdir)) as redis_url,
+        contextlib.ExitStack() as stack,
+    ):
         tmp = Path(tmpdir)
         bodies = _bodies(tmp)
-        print("baseline (hand-written, sqlite3 WAL):")
-        data["baseline"] = bench_baseline(redis_url, bodies, tmp, args.seconds)
-        for label, source in _variants(args, tmp):
-            for db in args.databases.split(","):
-                print(f"{label} on {db}:")
-                result = _bench_db(db, tmp, redis_url, bodies, args, source, label)
-                if result is None:
-                    continue
-                data["variants"].setdefault(label, {})[db] = result
-                data["ratios"].setdefault(label, {})[db] = ratios(result, data["baseline"])
-                print(f"  ratios vs baseline: {data['ratios'][label][db]}")
+        servers = _start_all(args, tmp, redis_url, stack)
+        baseline = servers[0]
+        print(f"{len(servers)} servers up; {args.rounds} interleaved rounds per workload")
+        measure_interleaved(servers, bodies, args.seconds, args.rounds)
+        data["baseline"] = {name: _combined(baseline.points[name]) for name, _, _ in WORKLOADS}
+        data["baseline"].update(generator_check(baseline, baseline_env(redis_url, tmp), tmp, args.seconds))
+        data["baseline"]["baseline_peak_rss_mb"] = peak_rss_mb(baseline.proc.pid)
+        for server in servers[1:]:
+            result = {name: _combined(server.points[name]) for name, _, _ in WORKLOADS}
+            result["api_peak_rss_mb"] = peak_rss_mb(server.proc.pid)
+            data["variants"].setdefault(server.label, {})[server.db] = result
+            data["ratios"].setdefault(server.label, {})[server.db] = round_ratios(server, baseline)
+            print(
+                f"{server.label} on {server.db}: ratios vs baseline {data['ratios'][server.label][server.db]}"
+            )
     measured = [data["baseline"], *(r for v in data["variants"].values() for r in v.values())]
     peak = max(p[w]["rps"] for p in measured for w, _, _ in WORKLOADS)
     data["generator_headroom"] = round(data["baseline"]["constant_bare_asgi"]["rps"] / peak, 2)
