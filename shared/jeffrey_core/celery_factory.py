@@ -53,7 +53,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.celery.task_soft_time_limit,
         "task_time_limit": settings.celery.task_time_limit,
-        "task_track_started": True,
+        # No STARTED state in the result backend: nothing reads it (the API awaits the final state,
+        # Flower follows the task-started event), and it was one more backend write per task.
+        "task_track_started": False,
         "task_send_sent_event": True,
         "worker_send_task_events": True,
         "task_queues": queues,

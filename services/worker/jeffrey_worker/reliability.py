@@ -54,10 +54,12 @@ class JeffreyTask(Task):  # type: ignore[misc]
 
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
         try:
-            client = self.ctx.redis
             key = self._delivery_key(task_id)
-            deliveries = int(client.incr(key))
-            client.expire(key, DELIVERY_TTL_SECONDS)
+            # One round trip for both (issue 12: the queue path's per-task Redis calls).
+            pipe = self.ctx.redis.pipeline(transaction=False)
+            pipe.incr(key)
+            pipe.expire(key, DELIVERY_TTL_SECONDS)
+            deliveries = int(pipe.execute()[0])
         except redis.RedisError:
             return  # cannot count now: run it rather than block on Redis
         if deliveries > MAX_DELIVERIES:
