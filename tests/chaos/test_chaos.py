@@ -107,7 +107,12 @@ def test_worker_sigkill_five_times_during_consolidation(
     redis_url: str, sqlite_url: str, log_dir: Path, figures: dict[str, Any]
 ) -> None:
     slow = {"DREAM_BATCH_MIN": "40", "DREAM_BATCH_MAX": "40", "DREAM_BATCH_INITIAL": "40"}
-    env = service_env(redis_url, sqlite_url, WORKER_METRICS_PORT="0", DREAM_FAULT_DELAY_SECONDS="0.6", **slow)
+    # The fault delay holds each batch open 1.2 s before its commit, so a kill 0.05-0.55 s after the
+    # previous batch was seen committed lands inside the batch even when that observation lags (CI
+    # under load). With 0.6 s a lagging poll once put the kill between a commit and the send of the
+    # next batch: a window this test does not cover (beat's stall sweep re-sends that batch; see
+    # test_worker_crash.py), and without beat here the run waited out the test's deadline.
+    env = service_env(redis_url, sqlite_url, WORKER_METRICS_PORT="0", DREAM_FAULT_DELAY_SECONDS="1.2", **slow)
     worker = start_worker(env, log_dir, f"kill-{uuid.uuid4().hex[:6]}@localhost", concurrency=1)
     api, base = start_api(env, log_dir)
     client = Client(base, env)

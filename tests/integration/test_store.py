@@ -187,6 +187,34 @@ def test_annotation_writes_are_idempotent(session: Session, user_id: str) -> Non
     assert count_pending(session) >= 0
 
 
+def test_batched_annotation_writes_follow_the_same_rules(session: Session, user_id: str) -> None:
+    """write_annotations: one statement per kind of result, and it names exactly the rows it wrote."""
+    from jeffrey_core.store.annotations import write_annotations
+
+    fresh, model_done, fallback_done, for_fallback = _add(session, user_id, 4)
+    assert write_annotations(
+        session,
+        [(model_done, _emotion("en-1"), "en"), (fallback_done, _emotion("fallback-1", "neutral"), "en")],
+    ) == {model_done, fallback_done}
+    written = write_annotations(
+        session,
+        [
+            (fresh, _emotion("en-1", "fear"), "en"),  # new: written
+            (model_done, _emotion("en-1", "anger"), "en"),  # redelivery over a model result: not written
+            (fallback_done, _emotion("en-1", "sadness"), "fr"),  # the model replaces a fallback
+            (for_fallback, _emotion("fallback-1", "neutral"), None),  # a fallback on a new memory
+            ("no-such-memory", _emotion("en-1"), "en"),
+        ],
+    )
+    assert written == {fresh, fallback_done, for_fallback}
+    assert write_annotations(session, [(fresh, _emotion("fallback-1", "neutral"), "en")]) == set()
+    session.commit()
+    session.expire_all()
+    labels = {mid: repo.get_memory(session, user_id, mid) for mid in (fresh, model_done, fallback_done)}
+    assert [labels[m].emotion_label for m in (fresh, model_done, fallback_done)] == ["fear", "joy", "sadness"]  # type: ignore[union-attr]
+    assert labels[fallback_done].lang == "fr" and labels[fresh].emotion["label"] == "fear"  # type: ignore[union-attr,index]
+
+
 def test_deleting_a_memory_takes_it_out_of_its_dream(session: Session, user_id: str) -> None:
     import numpy as np
 

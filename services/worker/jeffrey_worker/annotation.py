@@ -11,7 +11,7 @@ import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS
-from jeffrey_core.store.annotations import pending_annotation, write_annotation, write_embeddings
+from jeffrey_core.store.annotations import pending_annotation, write_annotations, write_embeddings
 from jeffrey_worker.context import WorkerContext
 from jeffrey_worker.dream.encoder import RoutedEncoder, TextEncoder, routed
 from jeffrey_worker.dream.vectors import to_bytes
@@ -55,13 +55,15 @@ def annotate_pending(
         vectors = _vectors(encoder, rows)
         with sessions() as session:
             write_embeddings(session, vectors)
-            for (memory_id, _), result in zip(rows, results, strict=True):
-                if write_annotation(session, memory_id, _stored(result), result.lang):
-                    stats.written += 1
-                    stats.results_written.append(result)
-                else:
-                    stats.skipped += 1
+            annotations = [(i, _stored(r), r.lang) for (i, _), r in zip(rows, results, strict=True)]
+            written = write_annotations(session, annotations)
             session.commit()
+        for (memory_id, _), result in zip(rows, results, strict=True):
+            if memory_id in written:
+                stats.written += 1
+                stats.results_written.append(result)
+            else:
+                stats.skipped += 1
         stats.batches += 1
         if include_fallback and all(r.method.startswith("fallback") for r in results):
             # The model is still unavailable: do not spin on the same fallback rows.
