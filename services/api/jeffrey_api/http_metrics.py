@@ -10,7 +10,8 @@ dashboards, alerts and recording rules are unchanged:
 - `http_request_duration_seconds{method,handler}` (buckets 0.1, 0.5, 1)
 
 `handler` is the route template (`/api/v1/memories/{memory_id}`), or "none" for a path no route
-matched (a 404, or a 405 — the instrumentator called a 405 by its route). The instrumentator found the
+matched (a 404, or a 405) and for a request refused before routing (401 from the auth layer, 413,
+429): the instrumentator called those by their route. The instrumentator found the
 template by matching the request against every route again and built a Request and a Response object
 per request: about a tenth of the memory POST's CPU time (issue 12 profile). This layer reads the
 route the router already matched (`scope["route"]`, set by FastAPI in the shared scope) once the app
