@@ -30,25 +30,7 @@ def pending_annotation(session: Session, limit: int, include_fallback: bool = Fa
 
 def write_annotation(session: Session, memory_id: str, emotion: dict[str, Any], lang: str | None) -> bool:
     """Store `emotion` on the memory unless it already holds an equal or better one; True when written."""
-    version = str(emotion["model_version"])
-    replaceable: ColumnElement[bool] = Memory.emotion_model_version.is_(None)
-    if not version.startswith(FALLBACK_PREFIX):
-        replaceable = or_(replaceable, Memory.emotion_model_version.like(f"{FALLBACK_PREFIX}%"))
-    result = session.execute(
-        update(Memory)
-        .where(Memory.id == memory_id, replaceable)
-        .values(
-            emotion=emotion,
-            emotion_label=emotion["label"],
-            emotion_model_version=version,
-            annotated_at=utcnow(),
-            lang=lang,
-        )
-        # Nothing to synchronise: no caller holds the memory loaded, and evaluating the WHERE against
-        # the session's objects was a quarter of a sweep's time (issue 12 profile).
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return memory_id in write_annotations(session, [(memory_id, emotion, lang)])
 
 
 def write_annotations(

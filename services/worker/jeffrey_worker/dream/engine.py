@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from jeffrey_core.store.annotations import write_annotation
+from jeffrey_core.store.annotations import write_annotations
 from jeffrey_core.store.models import Consolidation, Dream, DreamRun, Memory
 from jeffrey_worker.dream import planner
 from jeffrey_worker.dream.encoder import RoutedEncoder, TextEncoder, routed
@@ -158,9 +158,11 @@ def annotate_missing(session: Session, rows: list[Memory], annotate: Annotator) 
     missing = [row for row in rows if row.emotion_model_version is None]
     if not missing:
         return
-    for row, emotion in zip(missing, annotate([row.text for row in missing]), strict=True):
-        lang = emotion.pop("lang", None)
-        if write_annotation(session, row.id, emotion, lang):
+    emotions = annotate([row.text for row in missing])
+    annotations = [(row.id, e, e.pop("lang", None)) for row, e in zip(missing, emotions, strict=True)]
+    written = write_annotations(session, annotations)  # one statement per kind, not one per memory
+    for row in missing:
+        if row.id in written:
             session.refresh(row)
 
 
