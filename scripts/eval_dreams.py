@@ -12,6 +12,9 @@ dreams with the known groups (adjusted Rand index and NMI; a memory in no dream 
   and one user who wrote both (144 memories, 16 themes: a French and an English dream per theme);
 - a harder French diary (80 memories, 8 abstract themes such as money, friends, studies, with shared
   sentence openings; written by another helper as a tuning set, tests/data);
+- a second French tuning diary (80 memories, 8 concrete themes such as hiking, DIY, the car, pets;
+  written by a third helper, who never saw the other sets, to try methods on without touching the
+  blind diary);
 - random unrelated text: the run quality must stay near 0;
 - whether the run quality score ranks clusterings as ARI does (Spearman over perturbed clusterings
   of a Banking77 test sample).
@@ -193,6 +196,7 @@ def main() -> None:
             "french-diary": read_tsv(ROOT / "tests" / "data" / "dreams_fr_diary.tsv"),
             "english-diary": read_tsv(ROOT / "tests" / "data" / "dreams_en_diary.tsv"),
             "french-diary-abstract": read_tsv(ROOT / "tests" / "data" / "dreams_fr_diary_abstract.tsv"),
+            "french-diary-tuning": read_tsv(ROOT / "tests" / "data" / "dreams_fr_diary_tuning.tsv"),
         }
         inputs["bilingual-diary"] = interleave(inputs["french-diary"], inputs["english-diary"])
         synth = synthetic.generate(1000, themes=8, seed=7, noise=0.05)

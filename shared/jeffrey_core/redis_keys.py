@@ -105,7 +105,7 @@ class RedisKeys:
         )
 
     def task_deliveries(self, task_id: str, retries: int) -> str:
-        """How many times a task message (attempt `retries`) was delivered; TTL 24 h (base task)."""
+        """How many times a task message (attempt `retries`) was redelivered; TTL 24 h (base task)."""
         return f"{self.prefix}:deliveries:{task_id}:{retries}"
 
     def redbeat_lock(self) -> str:

@@ -27,6 +27,7 @@ from kombu import Connection
 from jeffrey_core.celery_factory import create_celery
 from jeffrey_core.contract import TaskName
 from jeffrey_core.redis_keys import RedisKeys
+from jeffrey_core.retry_policy import MAX_DELIVERIES
 from jeffrey_core.settings import Settings
 from jeffrey_worker.dream import synthetic
 from tests.chaos.test_chaos import Client
@@ -192,3 +193,60 @@ def test_worker_main_process_killed_mid_run_resumes_without_the_visibility_timeo
             beat.stop()
         for worker in workers:
             worker.stop()
+
+
+def _batch_in_live_child(
+    inspector: Celery, hostname: str, worker: ServiceProcess, killed: list[int], found: list[tuple[str, int]]
+) -> bool:
+    """Whether a consolidation batch runs in a pool process not yet killed; (task id, pid) into `found`."""
+    active = inspector.control.inspect(destination=[hostname], timeout=1).active() or {}
+    for task in active.get(hostname, []):
+        pid = int(task.get("worker_pid") or 0)
+        live = pid in pool_children(worker.pid) and pid not in killed
+        if task.get("name") == TaskName.DREAM_CONSOLIDATE_BATCH.value and live:
+            found.append((str(task["id"]), pid))
+    return bool(found)
+
+
+def test_a_message_that_kills_its_pool_process_every_time_is_dead_lettered_at_its_fourth_delivery(
+    redis_url: str, sqlite_url: str, log_dir: Path, figures: dict[str, Any]
+) -> None:
+    """Celery on Redis would hand such a message out forever (acks_late + reject_on_worker_lost
+    requeue it each time). The base task counts only deliveries kombu flags `redelivered`, so a
+    first delivery costs no Redis call; the bound must still hold: three kills, then the DLQ."""
+    one = {"DREAM_BATCH_MIN": "40", "DREAM_BATCH_MAX": "40", "DREAM_BATCH_INITIAL": "40"}
+    env = service_env(redis_url, sqlite_url, WORKER_METRICS_PORT="0", DREAM_FAULT_DELAY_SECONDS="30", **one)
+    hostname = f"killer-{uuid.uuid4().hex[:6]}@localhost"
+    inspector = create_celery(Settings(), main="chaos-killer")
+    inspector.conf.broker_url = inspector.conf.result_backend = redis_url
+    worker = start_worker(env, log_dir, hostname, concurrency=1)
+    api, base = start_api(env, log_dir)
+    client = Client(base, env)
+    killed: list[int] = []
+    try:
+        client.seed("killer", synthetic.generate(40, themes=2, seed=5))
+        run_id = client.run("killer")
+        task_ids: set[str] = set()
+        for _ in range(MAX_DELIVERIES):
+            running: list[tuple[str, int]] = []
+            eventually(
+                lambda found=running: _batch_in_live_child(inspector, hostname, worker, killed, found),
+                60,
+                "the batch was not delivered again",
+            )
+            task_id, pid = running[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            task_ids.add(task_id)
+        assert len(task_ids) == 1, task_ids  # the same message every time
+
+        eventually(lambda: client.dlq()["total"] == 1, 60, "the fourth delivery was not dead-lettered")
+        record = client.dlq()["items"][0]
+        assert record["task_id"] == task_ids.pop(), record
+        assert record["reason"] == f"redelivered {MAX_DELIVERIES + 1} times after worker loss", record
+        assert client.get_run(run_id)["batches"] == 0  # never committed, never run a fourth time
+        figures.update(kills=len(killed), deliveries=MAX_DELIVERIES + 1, dead_lettered=1)
+    finally:
+        inspector.close()
+        api.stop()
+        worker.stop()

@@ -52,14 +52,22 @@ class JeffreyTask(Task):  # type: ignore[misc]
     def _delivery_key(self, task_id: str) -> str:
         return self.ctx.keys.task_deliveries(task_id, self.request.retries)
 
+    def _redelivered(self) -> bool:
+        """Whether the broker handed this message out before. kombu's Redis transport sets the flag on
+        every path that puts a delivered message back (a worker lost: reject with requeue; the
+        visibility timeout; a closed channel's restore), so a first delivery costs no Redis call."""
+        return bool((getattr(self.request, "delivery_info", None) or {}).get("redelivered"))
+
     def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        if not self._redelivered():
+            return
         try:
             key = self._delivery_key(task_id)
             # One round trip for both (issue 12: the queue path's per-task Redis calls).
             pipe = self.ctx.redis.pipeline(transaction=False)
             pipe.incr(key)
             pipe.expire(key, DELIVERY_TTL_SECONDS)
-            deliveries = int(pipe.execute()[0])
+            deliveries = 1 + int(pipe.execute()[0])  # the first delivery was not counted
         except redis.RedisError:
             return  # cannot count now: run it rather than block on Redis
         if deliveries > MAX_DELIVERIES:
@@ -70,6 +78,8 @@ class JeffreyTask(Task):  # type: ignore[misc]
             raise Ignore()
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        if not self._redelivered():
+            return  # nothing was counted
         try:
             self.ctx.redis.delete(self._delivery_key(task_id))
         except redis.RedisError:
