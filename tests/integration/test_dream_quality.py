@@ -65,6 +65,22 @@ def test_synthetic_themes_and_random_words(ctx: Any) -> None:
     assert (random.quality or 0.0) <= 0.1, random.quality
 
 
+def test_batching_by_length_gives_each_text_the_vector_it_gets_alone(ctx: Any) -> None:
+    """embed_many takes texts in order of length, 16 at a time (less padding): the rows must still
+    come back in input order, each equal to that text embedded on its own."""
+    encoder = ctx.embedder.default
+    texts = [("word " * (i % 7 + 1) * (i % 5 + 1)).strip() + f" number {i}" for i in range(40)]
+    texts[3] = "my card has not arrived"
+    texts[17] = "where is my new card"
+    together = encoder.embed_many(texts)
+    alone = [encoder.embed_many([t])[0] for t in texts]
+    assert together.shape == (40, encoder.dim)
+    for row, single in zip(together, alone, strict=True):
+        assert float(row @ single) > 0.9999
+    assert float(together[3] @ together[17]) > 0.5  # the two card queries are near each other
+    assert encoder.embed_many([]).shape == (0, encoder.dim)
+
+
 # Sentences and their translations: only a genuinely multilingual model puts each French sentence
 # nearest its own English translation (a check that the packaged weights are the real USE-m3).
 TRANSLATIONS = [

