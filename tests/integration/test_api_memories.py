@@ -169,6 +169,19 @@ def test_malformed_json_and_bad_queries_are_422(api: str, alice: dict[str, str])
         422,
         "invalid_cursor",
     )
+    # The POST reads user_id itself (no FastAPI parameter): the same 422 as the routes that declare it.
+    admin = token("ops", "memories", "admin")
+    for bad in ("", "u" * 129):
+        for method in ("GET", "POST"):
+            body = {"json": {"text": "x"}} if method == "POST" else {}
+            error = assert_error(
+                httpx.request(
+                    method, f"{api}/api/v1/memories", params={"user_id": bad}, headers=admin, **body
+                ),
+                422,
+                "validation_error",
+            )
+            assert [d["loc"] for d in error["details"]] == [["query", "user_id"]], error  # type: ignore[index,union-attr]
     assert_error(httpx.get(f"{api}/nope"), 404, "not_found")
     assert_error(httpx.put(f"{api}/api/v1/memories", headers=alice), 405, "method_not_allowed")
 
@@ -185,6 +198,17 @@ def test_users_are_isolated_and_admins_may_act_for_them(
     assert_error(httpx.get(url, params={"user_id": user_id}, headers=bob), 403, "forbidden")
     admin = token("ops", "admin")
     assert httpx.get(url, params={"user_id": user_id}, headers=admin).json()["id"] == memory["id"]
+    # Writing for another user: an admin may, a plain user may not.
+    assert_error(
+        httpx.post(f"{api}/api/v1/memories", params={"user_id": user_id}, json={"text": "x"}, headers=bob),
+        403,
+        "forbidden",
+    )
+    writer = token("ops", "memories", "admin")
+    made = httpx.post(
+        f"{api}/api/v1/memories", params={"user_id": user_id}, json={"text": "for alice"}, headers=writer
+    )
+    assert made.status_code == 201 and made.json()["user_id"] == user_id, made.text
     assert httpx.get(url, headers=alice).status_code == 200
 
 

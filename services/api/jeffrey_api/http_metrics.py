@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Summary
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,12 +33,14 @@ LATENCY_HIGHR_BUCKETS = (
 )  # fmt: skip
 LATENCY_LOWR_BUCKETS = (0.1, 0.5, 1, float("inf"))
 UNMATCHED = "none"
+CHILD_CACHE_SIZE = 1024  # (method, handler, status) triples whose labelled series are kept at hand
 
 
 class HttpMetrics:
     """The instruments, registered once per registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._cache: dict[tuple[str, str, int], tuple[Any, Any, Any, Any]] = {}
         self.requests = Counter(
             "http_requests_total",
             "Total number of requests by method, status and handler.",
@@ -77,11 +80,28 @@ class HttpMetrics:
     def observe(
         self, method: str, handler: str, status: int, seconds: float, request_bytes: int, response_bytes: int
     ) -> None:
-        self.requests.labels(method, str(status), handler).inc()
-        self.request_size.labels(handler).observe(request_bytes)
-        self.response_size.labels(handler).observe(response_bytes)
+        requests, request_size, response_size, latency = self._children(method, handler, status)
+        requests.inc()
+        request_size.observe(request_bytes)
+        response_size.observe(response_bytes)
         self.latency_highr.observe(seconds)
-        self.latency_lowr.labels(method, handler).observe(seconds)
+        latency.observe(seconds)
+
+    def _children(self, method: str, handler: str, status: int) -> tuple[Any, Any, Any, Any]:
+        """The labelled series of one (method, handler, status), looked up once: `labels()` takes a
+        lock and checks its arguments on every call. Bounded, since a client chooses the method."""
+        key = (method, handler, status)
+        children = self._cache.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(method, str(status), handler),
+                self.request_size.labels(handler),
+                self.response_size.labels(handler),
+                self.latency_lowr.labels(method, handler),
+            )
+            if len(self._cache) < CHILD_CACHE_SIZE:
+                self._cache[key] = children
+        return children
 
 
 class HttpMetricsMiddleware:

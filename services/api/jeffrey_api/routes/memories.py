@@ -6,7 +6,9 @@ import functools
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from jeffrey_api import idempotency
 from jeffrey_api.audit import acting_for_audit, audit_acting_for
@@ -56,24 +58,59 @@ def _not_found(memory_id: str) -> ApiError:
 write_router = APIRouter(prefix="/api/v1/memories", tags=["memories"])
 
 
+# `user_id` and `Idempotency-Key` are read from the request here rather than declared as parameters:
+# FastAPI's per-request parameter solving was 4 % of the POST's CPU for two optional strings. They are
+# checked as UserIdQuery declares them (same 422 details) and documented as FastAPI would.
+_USER_ID_MAX = 128
+_USER_ID = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=_USER_ID_MAX)])
+_PARAMETERS = [
+    {
+        "name": "user_id",
+        "in": "query",
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string", "minLength": 1, "maxLength": _USER_ID_MAX}, {"type": "null"}],
+            "description": "Admins only: act for this user.",
+            "title": "User Id",
+        },
+        "description": "Admins only: act for this user.",
+    },
+    {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "Idempotency-Key"},
+    },
+]
+
+
+def _user_id(request: Request) -> str | None:
+    if not request.scope.get("query_string"):
+        return None
+    value = request.query_params.get("user_id")
+    if value is None:
+        return None
+    try:
+        return _USER_ID.validate_python(value)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("query", "user_id", *error["loc"])} for error in exc.errors()]
+        ) from None
+
+
 @write_router.post(
     "",
     status_code=201,
     response_model=MemoryOut | MemoryBatchOut,
     summary="Store one memory, or a batch of up to 500",
     responses={409: {"description": "Idempotency-Key reused with another body"}},
-    openapi_extra={"security": [{bearer_scheme.scheme_name: []}]},
+    openapi_extra={"security": [{bearer_scheme.scheme_name: []}], "parameters": _PARAMETERS},
 )
-async def create_memories(
-    request: Request,
-    body: Annotated[MemoryPostBody, Body()],
-    user_id: UserIdQuery = None,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> Response:
+async def create_memories(request: Request, body: Annotated[MemoryPostBody, Body()]) -> Response:
     state: AppState = request.app.state.jeffrey
     principal = memories_scope(await principal_of(request, state.settings))
-    owner = acting_user(principal, user_id)
-    key = idempotency.validate_key(idempotency_key)
+    owner = acting_user(principal, _user_id(request))
+    key = idempotency.validate_key(request.headers.get("idempotency-key"))
     # The fingerprint (a canonical dump and a hash of the whole body) is only needed with a key.
     fingerprint = (
         idempotency.request_fingerprint("POST", request.url.path, body.model_dump(mode="json"))
@@ -104,9 +141,10 @@ def _store(
         return MemoryOut.model_validate(rows[0])
 
     with state.sessions() as session:
-        if key is None and isinstance(body, MemoryCreate):
-            # One row and no key: a single INSERT, atomic by itself, so it runs in autocommit. On
-            # PostgreSQL that is one round trip instead of three (BEGIN, INSERT, COMMIT).
+        if key is None and isinstance(body, MemoryCreate) and state.engine.dialect.name == "postgresql":
+            # One row and no key: a single INSERT, atomic by itself, so it runs in autocommit: one
+            # PostgreSQL round trip instead of three (BEGIN, INSERT, COMMIT). Not on SQLite, which is
+            # in-process: switching the isolation level and back cost more CPU than it saved.
             session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         response, created = idempotency.commit_once(
             session, owner, key, fingerprint, state.settings.api.idempotency_ttl_seconds, 201, create
