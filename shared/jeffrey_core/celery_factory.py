@@ -50,7 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_extended": True,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": settings.celery.worker_prefetch_multiplier,
+        "worker_prefetch_multiplier": 1,
         "task_soft_time_limit": settings.celery.task_soft_time_limit,
         "task_time_limit": settings.celery.task_time_limit,
         # No STARTED state in the result backend: nothing reads it (the API awaits the final state,

@@ -160,14 +160,6 @@ class CelerySettings(_Section):
     task_time_limit: int = Field(60, gt=0, validation_alias="CELERY_TASK_TIME_LIMIT")
     visibility_timeout: int = Field(300, gt=0, validation_alias="CELERY_VISIBILITY_TIMEOUT")
     worker_concurrency: int | None = Field(None, ge=1, validation_alias="CELERY_WORKER_CONCURRENCY")
-    # Messages each pool process reserves ahead. 1 (Celery's advice for long tasks with acks_late): a
-    # worker busy with dream batches holds no others that an idle worker could run, and a crashed one
-    # strands none until the visibility timeout. A worker that serves only short tasks (-Q
-    # emotion,default) may take 4, Celery's default: the echo round trips of `make bench` ran 0.90x
-    # bare Celery with 4 against 0.65-0.71x with 1 (docs/performance.md).
-    worker_prefetch_multiplier: int = Field(
-        1, ge=1, le=64, validation_alias="CELERY_WORKER_PREFETCH_MULTIPLIER"
-    )
     beat_heartbeat_seconds: float = Field(30.0, gt=0, validation_alias="BEAT_HEARTBEAT_SECONDS")
     redis_hygiene_seconds: float = Field(300.0, gt=0, validation_alias="REDIS_HYGIENE_SECONDS")
     # Data retention pass (expired idempotency keys, dead letters older than DLQ_RETENTION_SECONDS).

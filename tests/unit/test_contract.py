@@ -53,11 +53,3 @@ def test_celery_config_is_safe_by_construction() -> None:
     assert conf.result_expires > 0
     assert conf.worker_send_task_events and conf.task_send_sent_event
     assert {q.name for q in conf.task_queues} == {"dream", "emotion", "default", "dead_letter"}
-
-
-def test_prefetch_is_one_unless_a_short_task_worker_asks_for_more(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CELERY_WORKER_PREFETCH_MULTIPLIER", "4")
-    assert create_celery(Settings()).conf.worker_prefetch_multiplier == 4
-    monkeypatch.setenv("CELERY_WORKER_PREFETCH_MULTIPLIER", "0")
-    with pytest.raises(ValueError, match="CELERY_WORKER_PREFETCH_MULTIPLIER"):
-        Settings()
