@@ -3,10 +3,13 @@ against a bare Celery app with default settings and a no-op task, same pool, sam
 
     python -m bench.queue [--tasks 2000] [--rounds 3]
 
-Each side: one private redis-server db, a prefork worker with -c 2, both up for the whole run; in each
-of `--rounds` rounds, N / rounds tasks are sent to one side then the other, every result awaited;
-tasks/s = tasks / (first send .. last result), the ratio the mean of the rounds' ratios (interleaved,
-so a drifting machine moves both sides alike). Also the peak RSS of the worker's processes.
+Three sides: bare Celery, the project as it runs, and the project with task events off (what they
+cost; Flower needs them, so the project keeps them). Each: one private redis-server db, a prefork
+worker with -c 2, all up for the whole run; in each of `--rounds` rounds, N / rounds tasks are sent to
+each side in turn, every result awaited; tasks/s = tasks / (first send .. last result), the ratio the
+mean of the rounds' ratios (interleaved, so a drifting machine moves all sides alike). Also the CPU
+per task of the worker (parent + pool) and of this client, which drifts less than throughput, and
+the peak RSS of the worker's processes.
 Writes bench/results/queue.json.
 """
 
@@ -22,7 +25,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.common import SECRET, Proc, children, peak_rss_mb, redis_server, wait_until, write_result
+from bench.common import (
+    SECRET,
+    Proc,
+    children,
+    cpu_seconds,
+    peak_rss_mb,
+    redis_server,
+    wait_until,
+    write_result,
+)
 from bench.gateway import project_env
 
 FLAGS = ["--without-mingle", "--without-gossip", "-P", "prefork", "-c", "2", "--loglevel", "WARNING"]
@@ -36,9 +48,16 @@ def _worker(name: str, argv: list[str], env: dict[str, str], tmp: Path) -> Proc:
     return proc
 
 
-def _round_trips(send: Any, n: int) -> dict[str, Any]:
+def _worker_cpu(proc: Proc) -> float:
+    return sum(cpu_seconds(pid) for pid in (proc.pid, *children(proc.pid)))
+
+
+def _round_trips(send: Any, n: int, proc: Proc) -> dict[str, Any]:
+    """n echo round trips; also the CPU they cost the worker (parent + pool) and this client, which
+    drifts far less than throughput on a shared machine (the same side moved 0.2x between rounds)."""
     for result in [send(f"warm-{i}") for i in range(50)]:
         result.get(timeout=60)
+    worker_before, client_before = _worker_cpu(proc), time.process_time()
     started = time.perf_counter()
     results = [send(f"message-{i}") for i in range(n)]
     sent = time.perf_counter() - started
@@ -50,6 +69,8 @@ def _round_trips(send: Any, n: int) -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "send_seconds": round(sent, 3),
         "tasks_per_s": round(n / elapsed, 1),
+        "worker_cpu_ms_per_task": round(1000 * (_worker_cpu(proc) - worker_before) / n, 3),
+        "client_cpu_ms_per_task": round(1000 * (time.process_time() - client_before) / n, 3),
     }
 
 
@@ -74,8 +95,11 @@ def bare_side(redis_url: str, tmp: Path) -> Iterator[tuple[Any, Proc]]:
 
 
 @contextlib.contextmanager
-def project_side(redis_url: str, tmp: Path) -> Iterator[tuple[Any, Proc]]:
-    """The project's Celery configuration, base task and worker (`jeffrey.system.echo`): (send, worker)."""
+def project_side(redis_url: str, tmp: Path, events: bool = True) -> Iterator[tuple[Any, Proc]]:
+    """The project's Celery configuration, base task and worker (`jeffrey.system.echo`): (send, worker).
+
+    `events=False` is the same with task events off (bench/quiet_worker.py, and no task-sent event
+    from the client): not how the project runs (Flower needs them), but it shows what they cost."""
     from jeffrey_core import enqueue
     from jeffrey_core.celery_factory import create_celery
     from jeffrey_core.contract import TaskName
@@ -87,8 +111,12 @@ def project_side(redis_url: str, tmp: Path) -> Iterator[tuple[Any, Proc]]:
         os.environ[key] = env[key]
     get_settings.cache_clear()
     app = create_celery(get_settings(), main="bench-client")
-    argv = ["-A", "jeffrey_worker.app", "worker", "-E", "-Q", "dream,emotion,default"]
-    proc = _worker("project-worker", argv, env, tmp)
+    hostname = f"project-{'events' if events else 'quiet'}@bench"
+    module, flags = ("jeffrey_worker.app", ["-E"]) if events else ("bench.quiet_worker", [])
+    argv = ["-A", module, "worker", *flags, "-Q", "dream,emotion,default", "-n", hostname]
+    proc = _worker(hostname, argv, env, tmp)
+    if not events:
+        app.conf.task_send_sent_event = False
     try:
 
         def send(message: str) -> Any:
@@ -103,10 +131,16 @@ def project_side(redis_url: str, tmp: Path) -> Iterator[tuple[Any, Proc]]:
 def _combined(rounds: list[dict[str, Any]], proc: Proc) -> dict[str, Any]:
     tasks = sum(r["tasks"] for r in rounds)
     seconds = sum(r["seconds"] for r in rounds)
+
+    def mean(key: str) -> float:
+        return round(sum(r[key] * r["tasks"] for r in rounds) / tasks, 3)
+
     return {
         "tasks": tasks,
         "seconds": round(seconds, 3),
         "tasks_per_s": round(tasks / seconds, 1),
+        "worker_cpu_ms_per_task": mean("worker_cpu_ms_per_task"),
+        "client_cpu_ms_per_task": mean("client_cpu_ms_per_task"),
         "rounds": rounds,
         "worker_rss": _rss(proc),
     }
@@ -121,32 +155,59 @@ def main() -> None:
     args = parser.parse_args()
     bare_rounds: list[dict[str, Any]] = []
     project_rounds: list[dict[str, Any]] = []
+    quiet_rounds: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory() as tmpdir,
         redis_server(Path(tmpdir)) as redis_url,
         bare_side(redis_url.replace("/0", "/1"), Path(tmpdir)) as (bare_send, bare_proc),
         project_side(redis_url.replace("/0", "/2"), Path(tmpdir)) as (project_send, project_proc),
+        project_side(redis_url.replace("/0", "/3"), Path(tmpdir), events=False) as (quiet_send, quiet_proc),
     ):
         per_round = args.tasks // args.rounds
         for r in range(args.rounds):
-            bare_rounds.append(_round_trips(bare_send, per_round))
-            project_rounds.append(_round_trips(project_send, per_round))
-            ratio = project_rounds[-1]["tasks_per_s"] / bare_rounds[-1]["tasks_per_s"]
+            bare_rounds.append(_round_trips(bare_send, per_round, bare_proc))
+            project_rounds.append(_round_trips(project_send, per_round, project_proc))
+            quiet_rounds.append(_round_trips(quiet_send, per_round, quiet_proc))
+            b, p, q = bare_rounds[-1], project_rounds[-1], quiet_rounds[-1]
             print(
-                f"round {r + 1}: bare {bare_rounds[-1]['tasks_per_s']} tasks/s,"
-                f" project {project_rounds[-1]['tasks_per_s']} tasks/s, ratio {ratio:.3f}"
+                f"round {r + 1}: bare {b['tasks_per_s']} tasks/s, project {p['tasks_per_s']} tasks/s,"
+                f" ratio {p['tasks_per_s'] / b['tasks_per_s']:.3f}; without task events"
+                f" {q['tasks_per_s']} tasks/s, ratio {q['tasks_per_s'] / b['tasks_per_s']:.3f};"
+                f" worker CPU per task {b['worker_cpu_ms_per_task']} / {p['worker_cpu_ms_per_task']}"
+                f" / {q['worker_cpu_ms_per_task']} ms"
             )
         bare = _combined(bare_rounds, bare_proc)
         project = _combined(project_rounds, project_proc)
-    ratios = [p["tasks_per_s"] / b["tasks_per_s"] for p, b in zip(project_rounds, bare_rounds, strict=True)]
-    ratio = round(sum(ratios) / len(ratios), 3)
+        quiet = _combined(quiet_rounds, quiet_proc)
+    ratio, quiet_ratio = _mean_ratio(project_rounds, bare_rounds), _mean_ratio(quiet_rounds, bare_rounds)
+    cpu_ratio, quiet_cpu_ratio = _cpu_ratio(bare, project), _cpu_ratio(bare, quiet)
     print(
-        f"bare {bare['tasks_per_s']} tasks/s, project {project['tasks_per_s']} tasks/s; ratio {ratio} (target >= 0.8)"
+        f"bare {bare['tasks_per_s']} tasks/s, project {project['tasks_per_s']} tasks/s; ratio {ratio} (target >= 0.8),"
+        f" CPU ratio {cpu_ratio}; without task events: ratio {quiet_ratio}, CPU ratio {quiet_cpu_ratio}"
     )
     write_result(
         "queue",
-        {"pool": "prefork -c 2", "rounds": args.rounds, "baseline": bare, "project": project, "ratio": ratio},
+        {
+            "pool": "prefork -c 2",
+            "rounds": args.rounds,
+            "baseline": bare,
+            "project": project,
+            "ratio": ratio,
+            "cpu_ratio": cpu_ratio,
+            "without_task_events": {**quiet, "ratio": quiet_ratio, "cpu_ratio": quiet_cpu_ratio},
+        },
     )
+
+
+def _mean_ratio(side: list[dict[str, Any]], bare: list[dict[str, Any]]) -> float:
+    ratios = [s["tasks_per_s"] / b["tasks_per_s"] for s, b in zip(side, bare, strict=True)]
+    return round(sum(ratios) / len(ratios), 3)
+
+
+def _cpu_ratio(bare: dict[str, Any], side: dict[str, Any]) -> float:
+    """Worker + client CPU per task, bare over `side`: 1.0 means the side's envelope costs nothing more."""
+    total = side["worker_cpu_ms_per_task"] + side["client_cpu_ms_per_task"]
+    return round((bare["worker_cpu_ms_per_task"] + bare["client_cpu_ms_per_task"]) / total, 3)
 
 
 if __name__ == "__main__":

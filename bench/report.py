@@ -78,15 +78,25 @@ def _queue(q: dict[str, Any], targets: list[str]) -> list[str]:
     b, p = q["baseline"], q["project"]
     targets.append(f"| queue path ≥ 0.8× bare Celery | {q['ratio']}× | {_mark(q['ratio'] >= 0.8)} |")
     pool = max(p["worker_rss"]["pool_mb"] or [0])
-    return [
+    quiet = q.get("without_task_events")
+    lines = [
         f"### Queue path (echo round trips, {p['tasks']} tasks per side in {q.get('rounds', 1)} interleaved rounds, {q['pool']}, one private redis-server)",
         "",
-        "| side | tasks/s | worker parent RSS MB | pool process RSS MB |",
-        "| --- | ---: | ---: | ---: |",
-        f"| bare Celery, default settings, no-op task | {b['tasks_per_s']} | {b['worker_rss']['parent_mb']} | {b['worker_rss']['pool_mb']} |",
-        f"| project config + base task (`jeffrey.system.echo`) | {p['tasks_per_s']} | {p['worker_rss']['parent_mb']} | {p['worker_rss']['pool_mb']} |",
-        f"| ratio | {q['ratio']} | | max {pool} |",
+        "| side | tasks/s | × bare | worker CPU ms/task | client CPU ms/task | worker parent RSS MB | pool process RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| bare Celery, default settings, no-op task | {b['tasks_per_s']} | 1 | {b.get('worker_cpu_ms_per_task', '—')} | {b.get('client_cpu_ms_per_task', '—')} | {b['worker_rss']['parent_mb']} | {b['worker_rss']['pool_mb']} |",
+        f"| project config + base task (`jeffrey.system.echo`), as it runs | {p['tasks_per_s']} | {q['ratio']} | {p.get('worker_cpu_ms_per_task', '—')} | {p.get('client_cpu_ms_per_task', '—')} | {p['worker_rss']['parent_mb']} | {p['worker_rss']['pool_mb']} |",
     ]
+    if quiet is not None:
+        lines.append(
+            f"| the same without task events (Flower needs them; shown for their cost) | {quiet['tasks_per_s']} | {quiet['ratio']} | {quiet['worker_cpu_ms_per_task']} | {quiet['client_cpu_ms_per_task']} | {quiet['worker_rss']['parent_mb']} | {quiet['worker_rss']['pool_mb']} |"
+        )
+    lines += [
+        "",
+        f"Pool process RSS max {pool} MB. CPU per task, bare over project (worker + client): {q.get('cpu_ratio', '—')}"
+        + (f"; without task events {quiet['cpu_ratio']}." if quiet else "."),
+    ]
+    return lines
 
 
 def _pipeline(d: dict[str, Any], targets: list[str]) -> list[str]:
