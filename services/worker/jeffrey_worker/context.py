@@ -64,7 +64,12 @@ class WorkerContext:
             dream = self.settings.dream
             words = Embedder(idf_from_emotion_model())
             self._embedder = load_encoder(
-                dream.embedding_model, dream.embedding_tokenizer, words, dream.french_encoder
+                dream.embedding_model,
+                dream.embedding_tokenizer,
+                words,
+                dream.french_encoder,
+                dream.french_embedding_model,
+                dream.french_embedding_tokenizer,
             )
         return self._embedder
 

