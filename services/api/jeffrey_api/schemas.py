@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from jeffrey_api.validation import MAX_JSON_DEPTH, BoundedDatetime, SafeText, bounded_json
+from jeffrey_api.validation import MAX_JSON_DEPTH, BoundedDatetime, SafeText, bounded_json, safe_text
 from jeffrey_core.contract import MAX_DETECT_TEXTS, MAX_TEXT_CHARS, EmotionDetection
 from jeffrey_core.store.models import Memory
 
@@ -46,10 +46,45 @@ class MemoryCreate(BaseModel):
     def _bounded_meta(cls, value: Any) -> Any:
         # Before pydantic walks it: a deep tree is refused without recursing through it, and a
         # bounded one is measured by the C encoder (one validator call, not two, per memory).
+        if _small_flat(value):
+            return value
         bounded_json(value)
         if len(_META_ENCODER.encode(value)) > MAX_META_BYTES:
             raise ValueError(f"meta must serialise to at most {MAX_META_BYTES} bytes")
         return value
+
+
+# Most meta objects are a few flat key/value pairs ({"src": "app"}). For those the checks of the general
+# path are done without walking or encoding: the encoded size has an upper bound (the encoder writes
+# a character as at most 12 bytes, a surrogate pair in \u escapes), and the strings are checked
+# together as `bounded_json` checks them. The general path was a seventh of a batch POST's CPU.
+_FLAT_SCALAR_BYTES = {bool: 5, type(None): 4, int: 20, float: 24}
+_BYTES_PER_CHAR = 12
+
+
+def _small_flat(value: Any) -> bool:
+    """True when `value` is a flat dict of scalars that provably passes the meta checks (its strings
+    are checked here); False sends it down the general path."""
+    if type(value) is not dict or len(value) > 64:
+        return False
+    size, strings = 2, []
+    for key, item in value.items():
+        kind = type(item)
+        if type(key) is not str:
+            return False
+        if kind is str:
+            strings.append(item)
+            size += _BYTES_PER_CHAR * len(item) + 2
+        elif kind in _FLAT_SCALAR_BYTES and (kind is not int or -(10**18) < item < 10**18):
+            size += _FLAT_SCALAR_BYTES[kind]
+        else:
+            return False
+        strings.append(key)
+        size += _BYTES_PER_CHAR * len(key) + 6  # quotes, ": " and ", "
+    if size > MAX_META_BYTES:
+        return False
+    safe_text("".join(strings))
+    return True
 
 
 class MemoryBatchCreate(BaseModel):
