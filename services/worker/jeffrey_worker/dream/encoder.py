@@ -94,6 +94,7 @@ class MiniLMEncoder:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.enable_cpu_mem_arena = False  # ~110 MB less RSS per pool process, same speed here
+        options.enable_mem_pattern = False  # ~40 MB less after the first batches (shapes vary anyway)
         self._session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._output = next(o.name for o in self._session.get_outputs() if len(o.shape) == 3)
