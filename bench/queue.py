@@ -3,8 +3,10 @@ against a bare Celery app with default settings and a no-op task, same pool, sam
 
     python -m bench.queue [--tasks 2000] [--rounds 3]
 
-Three sides: bare Celery, the project as it runs, and the project with task events off (what they
-cost; Flower needs them, so the project keeps them). Each: one private redis-server db, a prefork
+Four sides: bare Celery, the project as it runs, the project flushing its task events at every turn
+of the worker's loop as stock Celery does (WORKER_EVENT_FLUSH_SECONDS=0: the worker before it
+batched them), and the project with task events off (what they cost; Flower needs them, so the
+project keeps them). Each: one private redis-server db, a prefork
 worker with -c 2, all up for the whole run; in each of `--rounds` rounds, N / rounds tasks are sent to
 each side in turn, every result awaited; tasks/s = tasks / (first send .. last result), the ratio the
 mean of the rounds' ratios (interleaved, so a drifting machine moves all sides alike). Also the CPU
@@ -95,11 +97,14 @@ def bare_side(redis_url: str, tmp: Path) -> Iterator[tuple[Any, Proc]]:
 
 
 @contextlib.contextmanager
-def project_side(redis_url: str, tmp: Path, events: bool = True) -> Iterator[tuple[Any, Proc]]:
+def project_side(
+    redis_url: str, tmp: Path, events: bool = True, flush_seconds: str | None = None
+) -> Iterator[tuple[Any, Proc]]:
     """The project's Celery configuration, base task and worker (`jeffrey.system.echo`): (send, worker).
 
     `events=False` is the same with task events off (bench/quiet_worker.py, and no task-sent event
-    from the client): not how the project runs (Flower needs them), but it shows what they cost."""
+    from the client): not how the project runs (Flower needs them), but it shows what they cost.
+    `flush_seconds` overrides WORKER_EVENT_FLUSH_SECONDS for the worker."""
     from jeffrey_core import enqueue
     from jeffrey_core.celery_factory import create_celery
     from jeffrey_core.contract import TaskName
@@ -107,11 +112,13 @@ def project_side(redis_url: str, tmp: Path, events: bool = True) -> Iterator[tup
 
     env = project_env(redis_url, f"sqlite:///{tmp}/queue.db")
     env["JEFFREY_SECRET_KEY"] = SECRET
+    if flush_seconds is not None:
+        env["WORKER_EVENT_FLUSH_SECONDS"] = flush_seconds
     for key in ("REDIS_URL", "DATABASE_URL"):
         os.environ[key] = env[key]
     get_settings.cache_clear()
     app = create_celery(get_settings(), main="bench-client")
-    hostname = f"project-{'events' if events else 'quiet'}@bench"
+    hostname = f"project-{'events' if events else 'quiet'}{flush_seconds or ''}@bench"
     module, flags = ("jeffrey_worker.app", ["-E"]) if events else ("bench.quiet_worker", [])
     argv = ["-A", module, "worker", *flags, "-Q", "dream,emotion,default", "-n", hostname]
     proc = _worker(hostname, argv, env, tmp)
@@ -153,48 +160,60 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    bare_rounds: list[dict[str, Any]] = []
-    project_rounds: list[dict[str, Any]] = []
-    quiet_rounds: list[dict[str, Any]] = []
+    names = ("bare", "project", "per_turn", "quiet")
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     with (
         tempfile.TemporaryDirectory() as tmpdir,
         redis_server(Path(tmpdir)) as redis_url,
-        bare_side(redis_url.replace("/0", "/1"), Path(tmpdir)) as (bare_send, bare_proc),
-        project_side(redis_url.replace("/0", "/2"), Path(tmpdir)) as (project_send, project_proc),
-        project_side(redis_url.replace("/0", "/3"), Path(tmpdir), events=False) as (quiet_send, quiet_proc),
+        bare_side(redis_url.replace("/0", "/1"), Path(tmpdir)) as bare,
+        project_side(redis_url.replace("/0", "/2"), Path(tmpdir)) as project,
+        project_side(redis_url.replace("/0", "/4"), Path(tmpdir), flush_seconds="0") as per_turn,
+        project_side(redis_url.replace("/0", "/3"), Path(tmpdir), events=False) as quiet,
     ):
+        sides = dict(zip(names, (bare, project, per_turn, quiet), strict=True))
         per_round = args.tasks // args.rounds
         for r in range(args.rounds):
-            bare_rounds.append(_round_trips(bare_send, per_round, bare_proc))
-            project_rounds.append(_round_trips(project_send, per_round, project_proc))
-            quiet_rounds.append(_round_trips(quiet_send, per_round, quiet_proc))
-            b, p, q = bare_rounds[-1], project_rounds[-1], quiet_rounds[-1]
+            for name, (send, proc) in sides.items():
+                rounds[name].append(_round_trips(send, per_round, proc))
+            b = rounds["bare"][-1]
             print(
-                f"round {r + 1}: bare {b['tasks_per_s']} tasks/s, project {p['tasks_per_s']} tasks/s,"
-                f" ratio {p['tasks_per_s'] / b['tasks_per_s']:.3f}; without task events"
-                f" {q['tasks_per_s']} tasks/s, ratio {q['tasks_per_s'] / b['tasks_per_s']:.3f};"
-                f" worker CPU per task {b['worker_cpu_ms_per_task']} / {p['worker_cpu_ms_per_task']}"
-                f" / {q['worker_cpu_ms_per_task']} ms"
+                f"round {r + 1}: bare {b['tasks_per_s']} tasks/s; "
+                + "; ".join(
+                    f"{name} {rounds[name][-1]['tasks_per_s']} tasks/s,"
+                    f" ratio {rounds[name][-1]['tasks_per_s'] / b['tasks_per_s']:.3f}"
+                    for name in names[1:]
+                )
+                + "; worker CPU per task "
+                + " / ".join(str(rounds[name][-1]["worker_cpu_ms_per_task"]) for name in names)
+                + " ms"
             )
-        bare = _combined(bare_rounds, bare_proc)
-        project = _combined(project_rounds, project_proc)
-        quiet = _combined(quiet_rounds, quiet_proc)
-    ratio, quiet_ratio = _mean_ratio(project_rounds, bare_rounds), _mean_ratio(quiet_rounds, bare_rounds)
-    cpu_ratio, quiet_cpu_ratio = _cpu_ratio(bare, project), _cpu_ratio(bare, quiet)
+        combined = {name: _combined(rounds[name], sides[name][1]) for name in names}
+    extra = {
+        name: {
+            **combined[name],
+            "ratio": _mean_ratio(rounds[name], rounds["bare"]),
+            "cpu_ratio": _cpu_ratio(combined["bare"], combined[name]),
+        }
+        for name in names[1:]
+    }
     print(
-        f"bare {bare['tasks_per_s']} tasks/s, project {project['tasks_per_s']} tasks/s; ratio {ratio} (target >= 0.8),"
-        f" CPU ratio {cpu_ratio}; without task events: ratio {quiet_ratio}, CPU ratio {quiet_cpu_ratio}"
+        f"bare {combined['bare']['tasks_per_s']} tasks/s, project {combined['project']['tasks_per_s']} tasks/s;"
+        f" ratio {extra['project']['ratio']} (target >= 0.8), CPU ratio {extra['project']['cpu_ratio']};"
+        f" events flushed every loop turn: ratio {extra['per_turn']['ratio']}, CPU ratio"
+        f" {extra['per_turn']['cpu_ratio']}; without task events: ratio {extra['quiet']['ratio']},"
+        f" CPU ratio {extra['quiet']['cpu_ratio']}"
     )
     write_result(
         "queue",
         {
             "pool": "prefork -c 2",
             "rounds": args.rounds,
-            "baseline": bare,
-            "project": project,
-            "ratio": ratio,
-            "cpu_ratio": cpu_ratio,
-            "without_task_events": {**quiet, "ratio": quiet_ratio, "cpu_ratio": quiet_cpu_ratio},
+            "baseline": combined["bare"],
+            "project": combined["project"],
+            "ratio": extra["project"]["ratio"],
+            "cpu_ratio": extra["project"]["cpu_ratio"],
+            "events_flushed_every_turn": extra["per_turn"],
+            "without_task_events": extra["quiet"],
         },
     )
 

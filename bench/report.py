@@ -87,6 +87,11 @@ def _queue(q: dict[str, Any], targets: list[str]) -> list[str]:
         f"| bare Celery, default settings, no-op task | {b['tasks_per_s']} | 1 | {b.get('worker_cpu_ms_per_task', '—')} | {b.get('client_cpu_ms_per_task', '—')} | {b['worker_rss']['parent_mb']} | {b['worker_rss']['pool_mb']} |",
         f"| project config + base task (`jeffrey.system.echo`), as it runs | {p['tasks_per_s']} | {q['ratio']} | {p.get('worker_cpu_ms_per_task', '—')} | {p.get('client_cpu_ms_per_task', '—')} | {p['worker_rss']['parent_mb']} | {p['worker_rss']['pool_mb']} |",
     ]
+    per_turn = q.get("events_flushed_every_turn")
+    if per_turn is not None:
+        lines.append(
+            f"| the same, task events flushed at every loop turn as stock Celery does (`WORKER_EVENT_FLUSH_SECONDS=0`: before they were batched) | {per_turn['tasks_per_s']} | {per_turn['ratio']} | {per_turn['worker_cpu_ms_per_task']} | {per_turn['client_cpu_ms_per_task']} | {per_turn['worker_rss']['parent_mb']} | {per_turn['worker_rss']['pool_mb']} |"
+        )
     if quiet is not None:
         lines.append(
             f"| the same without task events (Flower needs them; shown for their cost) | {quiet['tasks_per_s']} | {quiet['ratio']} | {quiet['worker_cpu_ms_per_task']} | {quiet['client_cpu_ms_per_task']} | {quiet['worker_rss']['parent_mb']} | {quiet['worker_rss']['pool_mb']} |"
@@ -94,6 +99,7 @@ def _queue(q: dict[str, Any], targets: list[str]) -> list[str]:
     lines += [
         "",
         f"Pool process RSS max {pool} MB. CPU per task, bare over project (worker + client): {q.get('cpu_ratio', '—')}"
+        + (f"; events flushed every loop turn {per_turn['cpu_ratio']}" if per_turn else "")
         + (f"; without task events {quiet['cpu_ratio']}." if quiet else "."),
     ]
     return lines
