@@ -286,8 +286,8 @@ def test_idle_postgres_connection_found_dead_is_replaced_before_use(
 
 def test_rows_inserted_together_read_back_exactly(session: Session, user_id: str) -> None:
     """Several rows at once go by COPY on PostgreSQL (one INSERT per row on SQLite): whatever the
-    text and meta hold (tabs, newlines, backslashes, quotes, emoji, nesting, nulls), it reads back as
-    written, and an aware created_at keeps its instant."""
+    text and meta hold (tabs, newlines, backslashes, quotes, emoji, nesting, nulls, nothing), it reads
+    back as written, and an aware created_at keeps its instant."""
     awkward = [
         "tab\there",
         "line\nbreak\r\n",
@@ -299,6 +299,8 @@ def test_rows_inserted_together_read_back_exactly(session: Session, user_id: str
     metas: list[dict[str, object]] = [
         {"k": text, "nested": {"list": [1, 2.5, None, True, text]}} for text in awkward
     ]
+    awkward.append("no meta at all")  # written as the constant "{}"
+    metas.append({})
     paris = datetime(2026, 5, 1, 9, 30, tzinfo=timezone(timedelta(hours=2)))
     written = repo.insert_memories(
         session,
