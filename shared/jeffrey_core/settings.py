@@ -268,7 +268,7 @@ class WorkerSettings(_Section):
     metrics_port: int = Field(9808, ge=0, le=65535, validation_alias="WORKER_METRICS_PORT")
     metrics_host: str = Field("0.0.0.0", validation_alias="WORKER_METRICS_HOST")  # noqa: S104 - scraped in compose
     # Buffered task events are flushed this often (one PUBLISH per flush); 0 flushes at once (stock Celery).
-    event_flush_seconds: float = Field(0.1, ge=0, le=5, validation_alias="WORKER_EVENT_FLUSH_SECONDS")
+    event_flush_seconds: float = Field(0.1, ge=0, le=60, validation_alias="WORKER_EVENT_FLUSH_SECONDS")
 
 
 class AdmissionSettings(_Section):

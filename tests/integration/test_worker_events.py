@@ -94,7 +94,7 @@ def test_buffered_task_events_reach_the_receiver_while_the_worker_runs(
 def test_events_still_buffered_are_sent_when_the_worker_stops(
     client: Celery, redis_url: str, sqlite_url: str, log_dir: Path
 ) -> None:
-    worker = _worker(redis_url, sqlite_url, log_dir, "5")  # no timer fires before the stop below
+    worker = _worker(redis_url, sqlite_url, log_dir, "30")  # no timer fires before the stop below
     try:
         with Events(client) as events:
             ids = _echo(client)
