@@ -147,6 +147,12 @@ class Load:
                 time.sleep(0.05)
 
 
+def _write(base: str, headers: dict[str, str], text: str) -> httpx.Response:
+    return httpx.post(
+        f"{base}/api/v1/memories", json={"text": f"{text} {uuid.uuid4().hex[:8]}"}, headers=headers
+    )
+
+
 def _detect_ok(base: str, client: Client) -> bool:
     try:
         r = httpx.post(
@@ -224,6 +230,12 @@ def test_master_killed_sentinel_promotes_the_replica_and_nothing_is_lost(
             lambda: client.get_run(run_id)["batches"] > batches_at_kill + 1, 120, "the run never progressed"
         )
         run_progress_after = time.monotonic() - killed_at
+        # The rate limiter (which keeps one connection of its own) counts on the new master again.
+        eventually(
+            lambda: "ratelimit-limit" in _write(base, load.headers, "after the failover").headers,
+            30,
+            "the rate limiter never came back on the new master",
+        )
         # A few more seconds of writes against the new master, then stop the load.
         wait_until(lambda: False, timeout=3)
         load.stop.set()
