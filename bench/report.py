@@ -74,48 +74,47 @@ def _gateway(g: dict[str, Any], targets: list[str]) -> list[str]:
     return lines
 
 
-def _e2e_rounds(e2e: dict[str, Any], a: dict[str, Any]) -> str:
+def _e2e_rounds(e2e: dict[str, Any]) -> str:
     """Each round's end-to-end rate against the raw models timed just before it."""
-    rounds = e2e.get("rounds")
-    if not rounds:  # results written before the rounds existed
-        return f"{e2e['per_s']}/s vs {a['raw_model_per_s']}/s"
-    return ", ".join(f"{r['per_s']}/s vs {r['raw_model_per_s']}/s" for r in rounds)
+    return ", ".join(f"{r['per_s']}/s vs {r['raw_model_per_s']}/s" for r in e2e["rounds"])
 
 
-def _raw_rounds(a: dict[str, Any]) -> str:
-    rounds = a["end_to_end"].get("rounds")
-    return " / ".join(f"{r['raw_model_per_s']}/s" for r in rounds) if rounds else f"{a['raw_model_per_s']}/s"
+def _raw_rounds(e2e: dict[str, Any]) -> str:
+    return " / ".join(f"{r['raw_model_per_s']}/s" for r in e2e["rounds"])
+
+
+def _queue_row(label: str, side: dict[str, Any], ratio: object) -> str:
+    rss = side["worker_rss"]
+    return (
+        f"| {label} | {side['tasks_per_s']} | {ratio} | {side['worker_cpu_ms_per_task']}"
+        f" | {side['client_cpu_ms_per_task']} | {rss['parent_mb']} | {rss['pool_mb']} |"
+    )
 
 
 def _queue(q: dict[str, Any], targets: list[str]) -> list[str]:
     b, p = q["baseline"], q["project"]
     targets.append(f"| queue path ≥ 0.8× bare Celery | {q['ratio']}× | {_mark(q['ratio'] >= 0.8)} |")
     pool = max(p["worker_rss"]["pool_mb"] or [0])
-    quiet = q.get("without_task_events")
-    lines = [
-        f"### Queue path (echo round trips, {p['tasks']} tasks per side in {q.get('rounds', 1)} interleaved rounds, {q['pool']}, one private redis-server)",
+    per_turn, quiet = q["events_flushed_every_turn"], q["without_task_events"]
+    return [
+        f"### Queue path (echo round trips, {p['tasks']} tasks per side in {q['rounds']} interleaved rounds, {q['pool']}, one private redis-server)",
         "",
         "| side | tasks/s | × bare | worker CPU ms/task | client CPU ms/task | worker parent RSS MB | pool process RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| bare Celery, default settings, no-op task | {b['tasks_per_s']} | 1 | {b.get('worker_cpu_ms_per_task', '—')} | {b.get('client_cpu_ms_per_task', '—')} | {b['worker_rss']['parent_mb']} | {b['worker_rss']['pool_mb']} |",
-        f"| project config + base task (`jeffrey.system.echo`), as it runs | {p['tasks_per_s']} | {q['ratio']} | {p.get('worker_cpu_ms_per_task', '—')} | {p.get('client_cpu_ms_per_task', '—')} | {p['worker_rss']['parent_mb']} | {p['worker_rss']['pool_mb']} |",
-    ]
-    per_turn = q.get("events_flushed_every_turn")
-    if per_turn is not None:
-        lines.append(
-            f"| the same, task events flushed at every loop turn as stock Celery does (`WORKER_EVENT_FLUSH_SECONDS=0`: before they were batched) | {per_turn['tasks_per_s']} | {per_turn['ratio']} | {per_turn['worker_cpu_ms_per_task']} | {per_turn['client_cpu_ms_per_task']} | {per_turn['worker_rss']['parent_mb']} | {per_turn['worker_rss']['pool_mb']} |"
-        )
-    if quiet is not None:
-        lines.append(
-            f"| the same without task events (Flower needs them; shown for their cost) | {quiet['tasks_per_s']} | {quiet['ratio']} | {quiet['worker_cpu_ms_per_task']} | {quiet['client_cpu_ms_per_task']} | {quiet['worker_rss']['parent_mb']} | {quiet['worker_rss']['pool_mb']} |"
-        )
-    lines += [
+        _queue_row("bare Celery, default settings, no-op task", b, 1),
+        _queue_row("project config + base task (`jeffrey.system.echo`), as it runs", p, q["ratio"]),
+        _queue_row(
+            "the same, task events flushed at every loop turn as stock Celery does (`WORKER_EVENT_FLUSH_SECONDS=0`: before they were batched)",
+            per_turn,
+            per_turn["ratio"],
+        ),
+        _queue_row(
+            "the same without task events (Flower needs them; shown for their cost)", quiet, quiet["ratio"]
+        ),
         "",
-        f"Pool process RSS max {pool} MB. CPU per task, bare over project (worker + client): {q.get('cpu_ratio', '—')}"
-        + (f"; events flushed every loop turn {per_turn['cpu_ratio']}" if per_turn else "")
-        + (f"; without task events {quiet['cpu_ratio']}." if quiet else "."),
+        f"Pool process RSS max {pool} MB. CPU per task, bare over project (worker + client): {q['cpu_ratio']};"
+        f" events flushed every loop turn {per_turn['cpu_ratio']}; without task events {quiet['cpu_ratio']}.",
     ]
-    return lines
 
 
 def _pipeline(d: dict[str, Any], targets: list[str]) -> list[str]:
@@ -128,7 +127,7 @@ def _pipeline(d: dict[str, Any], targets: list[str]) -> list[str]:
     else:
         ratio = a["end_to_end_ratio"]
         targets.append(
-            f"| annotation API → worker → row ≥ 0.7× raw models per process | {ratio}× ({_e2e_rounds(e2e, a)}; the sweep alone {a['ratio']}×) | {_mark(ratio >= 0.7)} |"
+            f"| annotation API → worker → row ≥ 0.7× raw models per process | {ratio}× ({_e2e_rounds(e2e)}; the sweep alone {a['ratio']}×) | {_mark(ratio >= 0.7)} |"
         )
     targets.append(
         f"| consolidation of {c['memories']:,} memories (one user) ≤ 10 s | direct {c['direct_seconds']} s, through the broker {c['broker']['seconds']} s | {_mark(c['memories'] >= 10000 and c['broker']['seconds'] <= 10)} |"
@@ -146,7 +145,7 @@ def _pipeline(d: dict[str, Any], targets: list[str]) -> list[str]:
         f"| annotation, {a['texts']} texts, batch {a['batch']} ({a['encoder']}) | raw models {a['raw_model_per_s']}/s | service sweep {a['service_per_s']}/s | {a['ratio']} |",
         *(
             [
-                f"| annotation end to end: {a['end_to_end']['texts']} memories POSTed in batches of 100 to the API, one pool process (-c 1) | raw models, timed right before each round: {_raw_rounds(a)} | {a['end_to_end']['per_s']}/s; all annotated {a['end_to_end']['lag_after_last_post_s']} s after the last POST at most | {a['end_to_end_ratio']} |"
+                f"| annotation end to end: {a['end_to_end']['texts']} memories POSTed in batches of 100 to the API, one pool process (-c 1) | raw models, timed right before each round: {_raw_rounds(a['end_to_end'])} | {a['end_to_end']['per_s']}/s; all annotated {a['end_to_end']['lag_after_last_post_s']} s after the last POST at most | {a['end_to_end_ratio']} |"
             ]
             if "end_to_end" in a
             else []

@@ -93,7 +93,7 @@ def _copy_in(session: Session, values: list[dict[str, Any]]) -> None:
             for row in values:
                 meta = row["meta"]
                 copy.write_row(
-                    (
+                    (  # in _COPIED's order
                         row["id"],
                         row["user_id"],
                         row["text"],
